@@ -1,0 +1,3 @@
+"""labkit: one policy core, two drivers (SimPy simulation and live gRPC)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,137 @@
+"""The ``labkit`` command line.
+
+Errors users can fix (a bad scenario, a bad override) print one line and exit 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from labkit import __version__
+from labkit.errors import LabkitError, ScenarioError
+
+EXIT_USAGE = 2
+
+DESCRIPTION = """\
+labkit: design and stress-test the service layer of a multi-agent runtime
+(gateway, registry, router, balancing, failures) in simulation, from scenario files.
+"""
+
+EPILOG = """\
+examples:
+  labkit run scenarios/quickstart.yaml
+  labkit run scenarios/quickstart.yaml --set balancer.strategy=p2c \
+      --set workload.arrival.rate_rps=1800
+  labkit run scenarios/quickstart.yaml --seed 3 --out out/qs-seed3
+  labkit validate scenarios/*.yaml
+
+--set takes dotted key paths into the scenario (values are parsed as YAML:
+--set workers.agent_types=[chat,tools] works). Unknown keys are errors.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="labkit",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"labkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="simulate a scenario and write summary.json, tables and a report",
+        description="Simulate a scenario on the SimPy driver and write its results.",
+    )
+    run.add_argument("scenario", type=Path, help="scenario YAML file")
+    run.add_argument("--seed", type=int, help="override the scenario's seed")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a scenario key by dotted path (repeatable)",
+    )
+    run.add_argument("--out", type=Path, help="output directory (default: out/<scenario name>)")
+    run.add_argument("--no-report", action="store_true", help="skip the PNG plots and HTML report")
+    run.add_argument("--quiet", "-q", action="store_true", help="print no summary or progress")
+
+    validate = sub.add_parser(
+        "validate",
+        help="check scenario files and report every problem",
+        description="Check scenario files; prints one line per file.",
+    )
+    validate.add_argument("scenarios", type=Path, nargs="+", help="scenario YAML files")
+    validate.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE"
+    )
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from labkit.progress import ProgressBar
+    from labkit.report import format_summary
+    from labkit.scenario import load_scenario
+    from labkit.sim import simulate
+
+    scenario = load_scenario(args.scenario, args.overrides, seed=args.seed)
+    bar = None if args.quiet else ProgressBar(f"simulating {scenario.name}")
+    try:
+        results = simulate(scenario, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    out = args.out or Path("out") / scenario.name
+    paths = results.write(out, report=not args.no_report)
+    if not args.quiet:
+        print(format_summary(results.summary))
+        print()
+        print(f"wrote {paths['summary']}")
+        if "report" in paths:
+            print(f"report: {paths['report']}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from labkit.scenario import load_scenario
+
+    failed = 0
+    for path in args.scenarios:
+        try:
+            scenario = load_scenario(path, args.overrides)
+        except ScenarioError as exc:
+            failed += 1
+            print(f"error: {exc}", file=sys.stderr)
+        else:
+            print(
+                f"ok: {path} ({scenario.name}: {scenario.workers.count} workers, "
+                f"{scenario.duration_s:g} s, strategy {scenario.balancer.strategy})"
+            )
+    return EXIT_USAGE if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        if args.command == "run":
+            return _run(args)
+        return _validate(args)
+    except LabkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

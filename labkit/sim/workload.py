@@ -1,0 +1,115 @@
+"""Arrival processes and request attributes (keys, kinds, target types), pre-drawn in batches.
+
+Every stream has its own random generator spawned from the scenario seed, so changing one knob
+(say the balancing strategy) leaves the arrivals, job sizes and keys of a run unchanged: two
+configurations are compared on the same traffic (common random numbers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from labkit.distributions import BatchSampler, parse_distribution
+from labkit.scenario.schema import ArrivalConfig, KeysConfig
+
+
+class IntSampler:
+    """Draws integers from a finite distribution in batches (keys, agent types, topics)."""
+
+    __slots__ = ("_batch", "_cdf", "_next", "_rng", "_values")
+
+    def __init__(self, probabilities: np.ndarray, rng: np.random.Generator, batch: int = 8192):
+        p = np.asarray(probabilities, dtype=np.float64)
+        self._cdf = np.cumsum(p / p.sum())
+        self._cdf[-1] = 1.0
+        self._rng = rng
+        self._batch = batch
+        self._values = None
+        self._next: Callable[[], int] = self._refill
+
+    def _refill(self) -> int:
+        idx = np.searchsorted(self._cdf, self._rng.random(self._batch), side="right")
+        it = iter(idx.tolist())
+        self._next = it.__next__
+        return self._next()
+
+    def __call__(self) -> int:
+        try:
+            return self._next()
+        except StopIteration:
+            return self._refill()
+
+
+def zipf_probabilities(count: int, s: float) -> np.ndarray:
+    """P(key k) ∝ 1/(k+1)^s over ``count`` keys (s = 0: uniform)."""
+    ranks = np.arange(1, count + 1, dtype=np.float64)
+    return ranks**-s
+
+
+def key_sampler(cfg: KeysConfig, rng: np.random.Generator) -> IntSampler:
+    return IntSampler(zipf_probabilities(cfg.count, cfg.zipf_s), rng)
+
+
+class Arrivals:
+    """Next arrival time of an open-loop process; ``None`` once past ``end_s``.
+
+    Time-varying rates use thinning (Lewis & Shedler): candidates at the peak rate, each kept
+    with probability rate(t)/peak.
+    """
+
+    def __init__(self, cfg: ArrivalConfig, end_s: float, rng: np.random.Generator) -> None:
+        self.cfg = cfg
+        self.end_s = end_s
+        peak = cfg.peak_rps
+        self._gap = BatchSampler(
+            parse_distribution({"dist": "exponential", "mean": 1.0 / peak}, unit=""), rng
+        )
+        self._accept = BatchSampler(
+            parse_distribution({"dist": "uniform", "low": 0, "high": 1}, unit=""), rng
+        )
+        self._peak = peak
+        self._t = 0.0
+        self._rate: Callable[[float], float] | None = None
+        if cfg.process == "ramp":
+            span = end_s if end_s > 0 else 1.0
+            self._rate = lambda t: cfg.from_rps + (cfg.to_rps - cfg.from_rps) * min(t / span, 1.0)
+        elif cfg.process == "diurnal":
+            w = 2 * math.pi / cfg.period_s
+            self._rate = lambda t: cfg.mean_rps * (1 + cfg.amplitude * math.sin(w * t))
+        elif cfg.process == "mmpp":
+            self._rate = self._mmpp_rate(cfg, end_s, rng)
+
+    @staticmethod
+    def _mmpp_rate(cfg: ArrivalConfig, end_s: float, rng: np.random.Generator):  # type: ignore[no-untyped-def]
+        """Pre-draw the modulating chain's switch times over the run (states cycle in order)."""
+        switches = [0.0]
+        states = [0]
+        t, state = 0.0, 0
+        n = len(cfg.rates_rps)
+        while t < end_s:
+            t += rng.exponential(cfg.mean_durations_s[state])
+            state = (state + 1) % n
+            switches.append(t)
+            states.append(state)
+        rates = [cfg.rates_rps[s] for s in states]
+        times = np.asarray(switches)
+
+        def rate(t: float) -> float:
+            return rates[int(np.searchsorted(times, t, side="right")) - 1]
+
+        return rate
+
+    def next(self) -> float | None:
+        rate = self._rate
+        t = self._t
+        while True:
+            t += self._gap()
+            if t >= self.end_s:
+                self._t = t
+                return None
+            if rate is None or self._accept() * self._peak <= rate(t):
+                self._t = t
+                return t

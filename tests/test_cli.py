@@ -1,0 +1,106 @@
+"""The command line as a user meets it (run in a subprocess, as a shell would)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def labkit(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "labkit", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_help_lists_commands() -> None:
+    out = labkit("--help")
+    assert out.returncode == 0
+    assert "run" in out.stdout and "validate" in out.stdout and "--set" in out.stdout
+
+
+def test_run_writes_summary_tables_and_report(tmp_path: Path) -> None:
+    out = labkit(
+        "run",
+        "scenarios/quickstart.yaml",
+        "--set",
+        "duration_s=8",
+        "--set",
+        "warmup_s=2",
+        "--out",
+        str(tmp_path / "qs"),
+    )
+    assert out.returncode == 0, out.stderr
+    assert "latency ms" in out.stdout and "p99" in out.stdout
+    summary = json.loads((tmp_path / "qs" / "summary.json").read_text())
+    req = summary["requests"]
+    assert req["offered"] == req["completed"] + req["failed"] + req["rejected"] + req["timed_out"]
+    assert summary["scenario"]["name"] == "quickstart"
+    assert summary["scenario"]["duration_s"] == 8
+    assert summary["seed"] == 7
+    for name in (
+        "records.parquet",
+        "timeseries.csv",
+        "workers.csv",
+        "report.html",
+        "latency_percentiles.png",
+    ):
+        assert (tmp_path / "qs" / name).stat().st_size > 0
+
+
+def test_seed_option_changes_the_run(tmp_path: Path) -> None:
+    a = labkit(
+        "run",
+        "scenarios/quickstart.yaml",
+        "--set",
+        "duration_s=3",
+        "--set",
+        "warmup_s=1",
+        "--seed",
+        "1",
+        "--no-report",
+        "-q",
+        "--out",
+        str(tmp_path / "a"),
+    )
+    assert a.returncode == 0, a.stderr
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["seed"] == 1
+    assert not (tmp_path / "a" / "report.html").exists()
+
+
+def test_bad_scenario_is_one_line_no_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: x\nduration_s: 10\nworkload:\n  arrival: {rate_rps: 5}\nworkers:\n  count: -3\n"
+    )
+    for command in (("validate", str(bad)), ("run", str(bad))):
+        out = labkit(*command)
+        assert out.returncode == 2
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1, out.stderr
+        assert lines[0] == f"error: {bad}:6: workers.count: must be >= 1, got -3"
+        assert "Traceback" not in out.stderr
+
+
+def test_missing_file_and_bad_override(tmp_path: Path) -> None:
+    out = labkit("run", str(tmp_path / "nope.yaml"))
+    assert out.returncode == 2 and "no such scenario file" in out.stderr
+    out = labkit("run", "scenarios/quickstart.yaml", "--set", "balancer.strategy=fastest")
+    assert out.returncode == 2
+    assert "balancer.strategy: unknown value 'fastest'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_validate_all_shipped_scenarios() -> None:
+    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "scenarios").glob("*.yaml"))
+    out = labkit("validate", *files)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("ok: ") == len(files)
