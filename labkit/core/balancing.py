@@ -87,11 +87,15 @@ class LocalLoad:
         if rtt_ms is None:
             return
         est = self._est_ms.get(worker_id)
-        if est is None or rtt_ms > est:
-            self._est_ms[worker_id] = rtt_ms  # peak: jump straight up to a slower sample
+        if est is None:
+            self._est_ms[worker_id] = rtt_ms
         else:
             decay = math.exp(-(now - self._stamp[worker_id]) / self.tau_s)
-            self._est_ms[worker_id] = est * decay + rtt_ms * (1.0 - decay)
+            current = est * decay  # what peak_ewma_ms reports right now
+            if rtt_ms > current:
+                self._est_ms[worker_id] = rtt_ms  # peak: jump straight up to a slower sample
+            else:
+                self._est_ms[worker_id] = current * decay + rtt_ms * (1.0 - decay)
         self._stamp[worker_id] = now
 
     def peak_ewma_ms(self, worker_id: WorkerId, now: float) -> float:
@@ -205,7 +209,7 @@ class WeightedResponseTime(Balancer):
         rts = [report(w).rt_ewma_ms for w in candidates]
         known = [rt for rt in rts if rt > 0]
         fill = sum(known) / len(known) if known else 1.0
-        weights = [1.0 / (rt if rt > 0 else fill) for rt in rts]
+        weights = [1.0 / max(rt if rt > 0 else fill, 1e-9) for rt in rts]
         return self.rng.choices(candidates, weights=weights)[0]
 
 

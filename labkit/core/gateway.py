@@ -63,7 +63,11 @@ class RetryPolicy:
     cap_s: float = 0.2
 
     def backoff(self, attempts_made: int, rng: random.Random) -> float:
-        ceiling = min(self.cap_s, self.base_s * (2 ** (attempts_made - 1)))
+        # past 64 doublings any base exceeds any cap (and 2**n would overflow a float later)
+        if attempts_made > 64:
+            ceiling = self.cap_s
+        else:
+            ceiling = min(self.cap_s, self.base_s * (2 ** (attempts_made - 1)))
         return rng.random() * ceiling
 
 

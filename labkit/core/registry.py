@@ -120,6 +120,7 @@ class Registry:
         self._listeners: list[StatusListener] = []
         self._pools: dict[str, Pool] = {}
         self._pools_version = -1
+        self._departed: set[WorkerId] = set()  # deregistered: listeners last heard "down"
 
     # -- membership ---------------------------------------------------------------------------
     def register(
@@ -136,6 +137,10 @@ class Registry:
         if not types:
             raise ValueError(f"worker {worker_id!r} registers no agent type")
         old = self.workers.get(worker_id)
+        previous = old.health if old is not None else Health.HEALTHY
+        if old is None and worker_id in self._departed:
+            previous = Health.DOWN
+        self._departed.discard(worker_id)
         record = WorkerRecord(
             worker_id=worker_id,
             agent_types=types,
@@ -148,8 +153,8 @@ class Registry:
         self.known_types.update(types)
         self.detector.heartbeat(worker_id, now)
         self.version += 1
-        if old is not None and old.health is not Health.HEALTHY:
-            self._notify(worker_id, old.health, Health.HEALTHY, now)
+        if previous is not Health.HEALTHY:
+            self._notify(worker_id, previous, Health.HEALTHY, now)
         return record
 
     def deregister(self, worker_id: WorkerId, now: float) -> None:
@@ -157,6 +162,7 @@ class Registry:
         if record is None:
             return
         self.detector.forget(worker_id)
+        self._departed.add(worker_id)
         self.version += 1
         if record.health is not Health.DOWN:
             self._notify(worker_id, record.health, Health.DOWN, now)
