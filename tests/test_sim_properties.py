@@ -49,6 +49,8 @@ def small_scenarios(draw):  # type: ignore[no-untyped-def]
                             "clients": 20,
                             "think_time": {"dist": "exponential", "mean_ms": 10},
                         },
+                        # zero think time against instant rejections must not spin in place
+                        {"process": "closed", "clients": 5, "think_time": 0},
                         {"process": "ramp", "from_rps": 10, "to_rps": 600},
                         {"process": "diurnal", "mean_rps": 300, "amplitude": 0.8, "period_s": 1},
                     ]
@@ -96,3 +98,20 @@ def test_every_request_ends_exactly_once(scenario) -> None:  # type: ignore[no-u
     assert (records["arrival_s"] < scenario.duration_s).all()
     if scenario.gateway.api_keys is None:
         assert s["details"].get("unauthorized", 0) == 0
+
+
+def test_closed_loop_with_zero_think_time_and_a_tiny_rate_limit_terminates() -> None:
+    scenario = scenario_from_dict(
+        {
+            "name": "spin",
+            "duration_s": 2,
+            "workers": {"count": 2},
+            "workload": {
+                "arrival": {"process": "closed", "clients": 10, "think_time": 0},
+            },
+            "gateway": {"rate_limit": {"rate_rps": 5, "burst": 1}},
+        }
+    )
+    s = simulate(scenario).summary
+    assert s["details"]["rate_limited"] > 0
+    assert s["requests"]["completed"] > 0

@@ -296,6 +296,15 @@ class PowerOfDChoices(Balancer):
 
     def _pick(self, candidates, pool, key, now, exclude):  # type: ignore[no-untyped-def]
         inflight = self.local.inflight
+        n = len(candidates)
+        if self.config.d == 2 and n > 1:  # the common case, inlined: it runs per request
+            rnd = self.rng.random
+            i = int(rnd() * n)
+            j = int(rnd() * (n - 1))
+            if j >= i:
+                j += 1
+            a, b = candidates[i], candidates[j]
+            return b if inflight.get(b, 0) < inflight.get(a, 0) else a
         choice = _sample_distinct(self.rng, candidates, self.config.d)
         best = choice[0]
         best_load = inflight.get(best, 0)

@@ -46,6 +46,10 @@ RPC, PUBLISH = 0, 1
 OK = Detail.OK
 #: how often (simulated seconds) the number of requests in the system is sampled
 SAMPLE_INTERVAL_S = 0.02
+#: a closed-loop client turned away at once (rate limited, no worker) waits at least this long
+#: before sending again, as real clients back off; with zero think time it would otherwise
+#: resend at the same simulated instant forever
+CLIENT_MIN_BACKOFF_S = 0.001
 #: weight of the newest sample in a worker's own response-time EWMA
 WORKER_EWMA_ALPHA = 0.1
 
@@ -164,7 +168,6 @@ class FleetSim:
         # the pieces of Environment.schedule, bound once (see ``at``)
         self._heap = env._queue
         self._eid = env._eid
-        self._env_now = lambda: env._now
         self.progress = progress
         seeds = np.random.SeedSequence(sc.seed).spawn(12)
         rngs = [np.random.default_rng(s) for s in seeds]
@@ -241,6 +244,7 @@ class FleetSim:
         self.key_names = [f"k{i}" for i in range(wl.keys.count)]
         self.coin = BatchSampler(_UNIFORM, rngs[6])
         shares = wl.target_types or {t: 1.0 for t in self.agent_types}
+        self.multi_type = len(self.agent_types) > 1
         self.target = IntSampler(np.array([shares.get(t, 0.0) for t in self.agent_types]), rngs[7])
         self.topics = list(wl.topics)
         self.topic_pick = IntSampler(np.ones(max(1, len(self.topics))), rngs[8])
@@ -275,7 +279,7 @@ class FleetSim:
         ev.callbacks = [fn]
         ev._value = arg
         ev._ok = True
-        heappush(self._heap, (self._env_now() + delay, NORMAL, next(self._eid), ev))
+        heappush(self._heap, (self.env._now + delay, NORMAL, next(self._eid), ev))
 
     # -- arrivals -----------------------------------------------------------------------------
     def _next_open_arrival(self, _: Any = None) -> None:
@@ -301,8 +305,10 @@ class FleetSim:
             return
         self._new_request(ev._value)
 
-    def _client_ready(self, client: int) -> None:
+    def _client_ready(self, client: int, turned_away: bool) -> None:
         think = self.think() / 1000 if self.think else 0.0
+        if turned_away and think < CLIENT_MIN_BACKOFF_S:
+            think = CLIENT_MIN_BACKOFF_S
         if self.env.now + think < self.sc.duration_s:
             self.at(think, self._on_client_send, client)
 
@@ -320,7 +326,8 @@ class FleetSim:
         key = self.keys()
         is_publish = self.publish_fraction and self.coin() < self.publish_fraction
         kind = PUBLISH if is_publish else RPC
-        req = Request(gw_index, kind, -1 if is_publish else self.target(), key, now)
+        agent_type = -1 if is_publish else (self.target() if self.multi_type else 0)
+        req = Request(gw_index, kind, agent_type, key, now)
         req.client = client
         req.deadline = now + self.timeout_s
         self.outstanding += 1
@@ -518,7 +525,7 @@ class FleetSim:
         )
         self.outstanding -= 1
         if req.client >= 0:
-            self._client_ready(req.client)
+            self._client_ready(req.client, now == req.arrival and detail is not OK)
         if self.arrivals_over and self.outstanding == 0 and not self.drained.triggered:
             self.drained.succeed()
 

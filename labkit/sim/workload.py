@@ -104,6 +104,10 @@ class Arrivals:
 
     def next(self) -> float | None:
         rate = self._rate
+        if rate is None:  # homogeneous Poisson: no thinning
+            t = self._t + self._gap()
+            self._t = t
+            return t if t < self.end_s else None
         t = self._t
         while True:
             t += self._gap()
