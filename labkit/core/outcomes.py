@@ -65,3 +65,9 @@ FINAL_OF_DETAIL: tuple[int, ...] = tuple(int(DETAIL_FINAL[d]) for d in Detail)
 RETRYABLE: frozenset[Detail] = frozenset(
     {Detail.QUEUE_FULL, Detail.WORKER_ERROR, Detail.WORKER_LOST}
 )
+
+
+#: How bad an ending is, for aggregating several (a publish's deliveries): a timeout beats a
+#: failure beats a rejection beats success; ties keep the first seen.
+_FINAL_RANK = {Final.COMPLETED: 0, Final.REJECTED: 1, Final.FAILED: 2, Final.TIMED_OUT: 3}
+SEVERITY: dict[Detail, int] = {d: _FINAL_RANK[DETAIL_FINAL[d]] for d in Detail}

@@ -23,13 +23,13 @@ class RecordLog:
         self.gateway = array("h")
         self.kind = array("b")
         self.agent_type = array("h")
-        self.key = array("l")
-        self.worker = array("l")  # index into worker names; -1 = none
+        self.key = array("q")
+        self.worker = array("q")  # index into worker names; -1 = none
         self.arrival = array("d")  # seconds, at the gateway
         self.end = array("d")  # seconds, when the final status was known at the gateway
         self.detail = array("b")
         self.attempts = array("h")
-        self.fanout = array("l")
+        self.fanout = array("q")
 
     def __len__(self) -> int:
         return len(self.arrival)

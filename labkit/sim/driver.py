@@ -26,7 +26,7 @@ from simpy.events import Event
 
 from labkit.core.balancing import LocalLoad, make_balancer
 from labkit.core.gateway import GatewayConfig, GatewayPolicy, RetryPolicy, UnknownAgentType
-from labkit.core.outcomes import Detail
+from labkit.core.outcomes import SEVERITY, Detail
 from labkit.core.registry import (
     EventualView,
     LoadReport,
@@ -81,6 +81,7 @@ class Request:
         "pending",
         "result",
         "service_ms",
+        "t_sent",
         "t_worker",
         "tried",
         "worker",
@@ -106,6 +107,7 @@ class Request:
         self.result = OK
         self.service_ms = 0.0
         self.t_worker = 0.0
+        self.t_sent = 0.0
         self.client = -1
 
 
@@ -379,6 +381,7 @@ class FleetSim:
         req.attempts += 1
         req.worker = worker.index
         req.inflight = True
+        req.t_sent = now
         gw.local.dispatched(name)
         if req.attempts == 1:
             req.service_ms = self.service()
@@ -396,13 +399,23 @@ class FleetSim:
     def _worker_receive(self, req: Request) -> None:
         worker = self.workers[req.worker]
         worker.received += 1
+        if req.done:  # its deadline passed on the way here
+            worker.expired += 1
+            return
         req.t_worker = self.env.now
         if worker.busy < worker.concurrency:
             self._start(worker, req)
-        elif len(worker.queue) < worker.queue_limit:
-            worker.queue.append(req)
-            if len(worker.queue) > worker.max_queue:
-                worker.max_queue = len(worker.queue)
+            return
+        queue = worker.queue
+        if len(queue) >= worker.queue_limit:
+            # requests whose deadline passed while queued hold no place in the queue
+            live = deque(r for r in queue if not r.done)
+            worker.expired += len(queue) - len(live)
+            worker.queue = queue = live
+        if len(queue) < worker.queue_limit:
+            queue.append(req)
+            if len(queue) > worker.max_queue:
+                worker.max_queue = len(queue)
         else:
             worker.rejected += 1
             worker.errors += 1
@@ -427,7 +440,7 @@ class FleetSim:
         queue = worker.queue
         while queue:
             nxt = queue.popleft()
-            if nxt.deadline <= now:
+            if nxt.done or nxt.deadline <= now:
                 # the caller's deadline travels with the request (as gRPC's does): a worker
                 # does not start work nobody is waiting for any more
                 worker.expired += 1
@@ -456,7 +469,8 @@ class FleetSim:
         req.inflight = False
         detail = req.result
         if detail is OK:
-            gw.local.finished(name, now, (now - req.arrival) * 1000)
+            # this attempt's round trip only: earlier attempts and backoff are not its doing
+            gw.local.finished(name, now, (now - req.t_sent) * 1000)
             self._finish(req, OK)
             return
         gw.local.finished(name, now, None)
@@ -501,11 +515,13 @@ class FleetSim:
         req.done = True
         parent = req.parent
         if parent is not None:
-            if detail is not OK and parent.worst is OK:
+            # a publish ends as badly as its worst delivery, with its most-retried attempts
+            if SEVERITY[detail] > SEVERITY[parent.worst]:
                 parent.worst = detail
+            if req.attempts > parent.attempts:
+                parent.attempts = req.attempts
             parent.pending -= 1
             if parent.pending == 0:
-                parent.attempts = max(parent.attempts, req.attempts)
                 self._finish(parent, parent.worst)
             return
         now = self.env.now
