@@ -1,11 +1,14 @@
-"""Matplotlib plots of a run's ``Results``, shared by the CLI report and notebooks.
+"""Matplotlib plots of a run, shared by the CLI report, the live driver and notebooks.
 
-Every function takes a ``Results`` (``latency_percentiles`` and ``latency_cdf`` also take a list
-of ``(label, Results)`` pairs for A/B comparisons) and an optional ``ax`` to draw into, and returns
-the :class:`~matplotlib.figure.Figure`. Without ``ax`` a fresh ``Figure`` is built with the object
-API, never through pyplot's global state, so the functions are safe in threads and on headless
-machines, and this module never picks a backend (notebooks keep their inline one). In a notebook a
-returned ``Figure`` renders as the cell's value; ``fig.savefig(...)`` writes it to a file.
+Most functions take a ``Results`` (``latency_percentiles`` and ``latency_cdf`` also take a list
+of ``(label, Results)`` pairs for A/B comparisons) and an optional ``ax`` to draw into, and return
+the :class:`~matplotlib.figure.Figure`. The failure-recovery plots, :func:`recovery_timeline` and
+:func:`health_heatmap`, take the plain DataFrames instead (time series, faults, recovery, alerts,
+per-worker health), so the live driver can draw them before a ``Results`` exists. Without ``ax``
+a fresh ``Figure`` is built with the object API, never through pyplot's global state, so the
+functions are safe in threads and on headless machines, and this module never picks a backend
+(notebooks keep their inline one). In a notebook a returned ``Figure`` renders as the cell's
+value; ``fig.savefig(...)`` writes it to a file.
 
 A run with nothing to show (no completed requests, no workers, ...) gets an explanatory text on
 the axes instead of an exception.
@@ -13,12 +16,20 @@ the axes instead of an exception.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection
+from matplotlib.colors import ListedColormap, to_rgb, to_rgba
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import LogFormatter, PercentFormatter
 
 if TYPE_CHECKING:
@@ -27,13 +38,18 @@ if TYPE_CHECKING:
     from labkit.results import Results
 
 __all__ = [
+    "FAULT_COLORS",
+    "HEALTH_STATES",
     "PERCENTILES",
+    "SEVERITY_COLORS",
     "STATUS_COLORS",
     "fmt_ms",
+    "health_heatmap",
     "latency_cdf",
     "latency_percentiles",
     "outcomes_over_time",
     "percentiles_over_time",
+    "recovery_timeline",
     "worker_load",
 ]
 
@@ -466,4 +482,796 @@ def outcomes_over_time(results: Results, ax: Axes | None = None) -> Figure:
     ax.set_ylabel("requests / s")
     ax.grid(axis="y", alpha=0.3)
     _legend_below(ax)
+    return fig
+
+
+# -- failure recovery --------------------------------------------------------------------------
+
+#: shading colour of each fault kind; any other kind is drawn grey
+FAULT_COLORS: dict[str, str] = {
+    "crash": "#d62728",
+    "partition": "#9467bd",
+    "slow": "#ff7f0e",
+    "flaky": "#e377c2",
+    "latency_spike": "#17becf",
+}
+_OTHER_FAULT_COLOR = "#7f7f7f"
+
+#: alert bar colour by severity: whatever wakes someone up is red, tickets amber, the rest grey
+SEVERITY_COLORS: dict[str, str] = {
+    "page": "#c0392b",
+    "critical": "#c0392b",
+    "ticket": "#e69f00",
+    "warning": "#e69f00",
+    "info": "#7f8c8d",
+}
+_OTHER_SEVERITY_COLOR = "#7f8c8d"
+
+#: ``(state, legend label, colour)`` of a :func:`health_heatmap` cell; a cell's value in the
+#: image is the index of its state here. ``routed_to_dead`` (red) is the cell users must notice:
+#: the worker was crashed or partitioned while the routing layer still believed it healthy.
+HEALTH_STATES: tuple[tuple[str, str, str], ...] = (
+    ("healthy", "believed healthy (routable)", "#e5f5e0"),
+    (
+        "routed_to_dead",
+        "believed healthy but crashed/partitioned:\nrouted to a dead worker",
+        "#e31a1c",
+    ),
+    ("suspect", "suspect (registry)", "#fec44f"),
+    ("half_open", "half-open (gateway probing)", "#c6dbef"),
+    ("ejected", "ejected (gateway)", "#9e9ac8"),
+    ("open", "circuit open (gateway)", "#6baed6"),
+    ("down", "down (registry)", "#969696"),
+)
+_STATE = {name: code for code, (name, _, _) in enumerate(HEALTH_STATES)}
+
+#: how far each verdict takes a worker out of rotation; a cell shows the worst of registry and
+#: gateways, because either one alone keeps traffic away
+_REGISTRY_SEVERITY = {"healthy": 0, "suspect": 1, "down": 5}
+_GATEWAY_SEVERITY = {"routable": 0, "half_open": 2, "ejected": 3, "open": 4}
+#: the heatmap state of each belief severity (0..5) for a worker that is not dead
+_SEVERITY_STATE = np.array(
+    [_STATE[s] for s in ("healthy", "suspect", "half_open", "ejected", "open", "down")]
+)
+#: the truth, coarsened: 0 up, 1 degraded (still answers), 2 dead (requests to it are lost)
+_TRUTH_CLASS = {"up": 0, "slow": 1, "flaky": 1, "partitioned": 2, "crashed": 2}
+#: when columns are merged, the state that wins a block: being routed to a dead worker first
+_STATE_PRIORITY = np.array([0, 6, 1, 2, 3, 4, 5])
+
+#: a fleet larger than this shows only the workers that ever left the healthy/up state
+MAX_HEATMAP_WORKERS = 200
+#: up to this many heatmap rows are labelled with every worker's name
+MAX_HEATMAP_LABELS = 40
+#: beyond this many time bins, heatmap columns are merged (worst state wins) so none is dropped
+MAX_HEATMAP_COLUMNS = 720
+#: the alert strip of :func:`recovery_timeline` has at most this many rows (alert names)
+MAX_ALERT_ROWS = 12
+#: up to this many faults, each fault label also says when it was detected and recovered
+MAX_FAULT_DETAILS = 8
+#: fault labels are stacked in at most this many rows above the throughput panel
+FAULT_LABEL_ROWS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class _Fault:
+    """One fault joined with its recovery row (NaN where unknown)."""
+
+    fault: Any
+    kind: str
+    start: float
+    end: float  # NaN: lasted past the end of the run
+    workers: tuple[str, ...]
+    detected: float
+    recovered: float
+
+
+def _num(value: Any) -> float:
+    """A float, NaN for None/NA/anything not numeric (frames mix NaN, None and pd.NA)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _flag(value: Any) -> bool:
+    """A boolean column value where NaN/None/NA mean false (``bool(nan)`` would be true)."""
+    try:
+        return bool(value) and not (isinstance(value, float) and math.isnan(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _has_rows(frame: pd.DataFrame | None) -> bool:
+    return frame is not None and not frame.empty
+
+
+def _worker_tuple(value: Any) -> tuple[str, ...]:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ()
+    if isinstance(value, str):
+        return (value,) if value else ()
+    try:
+        return tuple(str(w) for w in value)
+    except TypeError:
+        return (str(value),)
+
+
+def _natural_key(name: str) -> tuple[tuple[int, int, str], ...]:
+    """Sort key that orders ``w-2`` before ``w-10`` (numbers compare as numbers)."""
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part)
+        for part in re.split(r"(\d+)", name)
+        if part
+    )
+
+
+def _fault_color(kind: str) -> str:
+    return FAULT_COLORS.get(kind, _OTHER_FAULT_COLOR)
+
+
+def _darker(color: str, factor: float = 0.65) -> tuple[float, float, float]:
+    r, g, b = to_rgb(color)
+    return (r * factor, g * factor, b * factor)
+
+
+def _fault_list(faults: pd.DataFrame | None, recovery: pd.DataFrame | None) -> list[_Fault]:
+    """Faults sorted by start, each with its detection and recovery times.
+
+    The faults frame is the source of truth for what was injected; without it the recovery
+    frame (which repeats kind, start and end) still gives the spans.
+    """
+    by_id: dict[Any, dict[str, Any]] = {}
+    if _has_rows(recovery) and "fault" in recovery:
+        by_id = {row["fault"]: row for row in recovery.to_dict("records")}
+    source = faults if _has_rows(faults) else recovery if _has_rows(recovery) else None
+    if source is None:
+        return []
+    out = []
+    for i, row in enumerate(source.to_dict("records")):
+        fault_id = row.get("fault", i)
+        rec = by_id.get(fault_id, {})
+        start = _num(row.get("start_s"))
+        if not math.isfinite(start):
+            continue
+        out.append(
+            _Fault(
+                fault=fault_id,
+                kind=str(row.get("kind", "fault")),
+                start=start,
+                end=_num(row.get("end_s")),
+                workers=_worker_tuple(row.get("workers")),
+                detected=_num(rec.get("detected_at_s")),
+                recovered=_num(rec.get("recovered_at_s")),
+            )
+        )
+    return sorted(out, key=lambda f: f.start)
+
+
+def _fault_label(fault: _Fault, detail: bool) -> str:
+    """``crash w-3``, ``crash ×5`` or ``slow (all)``, plus detection/recovery delays if asked."""
+    n = len(fault.workers)
+    target = fault.workers[0] if n == 1 else f"×{n}" if n else "(all)"
+    label = f"{fault.kind} {target}"
+    if detail:
+        seen = fault.detected - fault.start
+        back = fault.recovered - fault.start
+        label += "\n" + (f"detected +{seen:.1f} s" if math.isfinite(seen) else "not detected")
+        label += ", " + (f"recovered +{back:.1f} s" if math.isfinite(back) else "not recovered")
+    return label
+
+
+def _recovery_title(faults: list[_Fault], recovery: pd.DataFrame | None) -> str:
+    """Headline numbers of the story: how many faults, how many noticed, how many healed."""
+    if not faults:
+        return "Failure recovery: no faults injected"
+    kinds: dict[str, int] = {}
+    for f in faults:
+        kinds[f.kind] = kinds.get(f.kind, 0) + 1
+    mix = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+    title = f"Failure recovery: {len(faults)} fault{'s' if len(faults) != 1 else ''} ({mix})"
+    if not _has_rows(recovery):
+        return title + "\n(no recovery analysis: detection and recovery not marked)"
+    detect = np.array([f.detected - f.start for f in faults])
+    recover = np.array([f.recovered - f.start for f in faults])
+    parts = []
+    for verb, delays in (("detected", detect), ("recovered", recover)):
+        ok = delays[np.isfinite(delays)]
+        text = f"{len(ok)}/{len(faults)} {verb}"
+        if len(ok):
+            text += f" (median {np.median(ok):.1f} s after the fault began)"
+        parts.append(text)
+    return title + "\n" + "; ".join(parts)
+
+
+def _add_legend(legend: dict[str, Artist], label: str, handle: Artist) -> None:
+    legend.setdefault(label, handle)
+
+
+def _shade_faults(ax: Axes, faults: list[_Fault], x_end: float, legend: dict[str, Artist]) -> None:
+    """Fault spans (a NaN end runs to the end of the data) and detection/recovery markers."""
+    for f in faults:
+        color = _fault_color(f.kind)
+        end = f.end if math.isfinite(f.end) else x_end
+        end = min(end, x_end)
+        if end > f.start:
+            span = ax.axvspan(f.start, end, color=color, alpha=0.16, lw=0, zorder=0)
+            span.set_gid(f"fault:{f.fault}")
+        _add_legend(legend, f"fault: {f.kind}", Patch(color=color, alpha=0.35, lw=0))
+        dark = _darker(color)
+        for x, style, gid in ((f.detected, "--", "detected"), (f.recovered, "-", "recovered")):
+            if math.isfinite(x):
+                line = ax.axvline(x, color=dark, ls=style, lw=1.2, alpha=0.9, zorder=1.5)
+                line.set_gid(f"{gid}:{f.fault}")
+    if any(math.isfinite(f.detected) for f in faults):
+        _add_legend(legend, "fault detected", Line2D([], [], color="0.25", ls="--", lw=1.2))
+    if any(math.isfinite(f.recovered) for f in faults):
+        _add_legend(
+            legend, "recovered (back to baseline)", Line2D([], [], color="0.25", ls="-", lw=1.2)
+        )
+
+
+def _shade_warmup_s(ax: Axes, warmup_s: float, legend: dict[str, Artist]) -> None:
+    if warmup_s > 0:
+        ax.axvspan(0, warmup_s, color="0.5", alpha=0.15, lw=0, zorder=0)
+        _add_legend(legend, f"warm-up ({warmup_s:g} s)", Patch(color="0.5", alpha=0.15, lw=0))
+
+
+def _label_faults(ax: Axes, faults: list[_Fault], x0: float, x_end: float, detail: bool) -> int:
+    """Label faults above the data in up to ``FAULT_LABEL_ROWS`` rows without overlaps.
+
+    Returns how many label rows were used, so the caller can make head room for them. Labels
+    that fit in no row are left out: the legend and title still count every fault by kind.
+    """
+    fontsize = 7.5
+    bbox = ax.get_window_extent()
+    width_pt = max(bbox.width * 72 / ax.figure.dpi, 100.0)
+    data_per_pt = (x_end - x0) / width_pt
+    lines = 2 if detail else 1
+    row_pt = lines * fontsize * 1.25 + 3
+    row_ends = [-math.inf] * FAULT_LABEL_ROWS
+    used = 0
+    for f in faults:
+        if f.start >= x_end:
+            continue
+        label = _fault_label(f, detail)
+        x = max(f.start, x0)
+        chars = max(len(line) for line in label.split("\n"))
+        width = (chars * 0.6 * fontsize + 6) * data_per_pt
+        row = next((r for r, end in enumerate(row_ends) if end < x), None)
+        if row is None:
+            continue
+        row_ends[row] = x + width
+        used = max(used, row + 1)
+        ax.annotate(
+            label,
+            xy=(x, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(2, -2 - row * row_pt),
+            textcoords="offset points",
+            ha="left",
+            va="top",
+            fontsize=fontsize,
+            color=_darker(_fault_color(f.kind), 0.55),
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75},
+            annotation_clip=False,
+            gid=f"label:{f.fault}",
+        )
+    return used
+
+
+def _head_room(ax: Axes, rows: int, detail: bool) -> float:
+    """Fraction of the top panel's height taken by ``rows`` rows of fault labels."""
+    if not rows:
+        return 0.0
+    height_pt = max(ax.get_window_extent().height * 72 / ax.figure.dpi, 60.0)
+    row_pt = (2 if detail else 1) * 7.5 * 1.25 + 3
+    return min(0.6, (rows * row_pt + 4) / height_pt)
+
+
+def _alert_names(alerts: pd.DataFrame | None) -> list[str]:
+    """Alert names in order of first firing (the order incidents unfolded)."""
+    if not _has_rows(alerts) or "name" not in alerts or "fired_at" not in alerts:
+        return []
+    fired = alerts.assign(_fired=alerts["fired_at"].map(_num)).dropna(subset=["_fired"])
+    first = fired.groupby(fired["name"].astype(str), sort=False)["_fired"].min()
+    return list(first.sort_values(kind="stable").index)
+
+
+def _severity_color(severity: Any) -> str:
+    return SEVERITY_COLORS.get(str(severity).lower(), _OTHER_SEVERITY_COLOR)
+
+
+def _draw_alerts(
+    ax: Axes,
+    alerts: pd.DataFrame | None,
+    x_end: float,
+    legend: dict[str, Artist],
+) -> None:
+    """One row per alert name, a bar from firing to resolution coloured by severity.
+
+    Silenced alerts are hatched and pale (they fired but told nobody), escalations get a star,
+    alerts still firing at the end of the run an arrow head.
+    """
+    ax.set_ylabel("alerts", fontsize=9)
+    names = _alert_names(alerts)
+    if not names:
+        message = "No alert data" if alerts is None else "No alerts fired"
+        ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color="0.35")
+        ax.set_yticks([])
+        ax.set_ylim(0, 1)
+        return
+    assert alerts is not None
+    shown = names[:MAX_ALERT_ROWS]
+    row_of = {name: i for i, name in enumerate(shown)}
+    for alert in alerts.to_dict("records"):
+        name = str(alert.get("name"))
+        start = _num(alert.get("fired_at"))
+        if name not in row_of or not math.isfinite(start):
+            continue
+        y = row_of[name]
+        end = _num(alert.get("resolved_at"))
+        still_firing = not math.isfinite(end)
+        end = x_end if still_firing else end
+        color = _severity_color(alert.get("severity"))
+        severity = str(alert.get("severity"))
+        silenced = _flag(alert.get("silenced"))
+        (bar,) = ax.barh(
+            y,
+            max(end - start, 1e-3 * x_end),
+            left=start,
+            height=0.62,
+            facecolor=to_rgba(color, 0.28 if silenced else 0.9),
+            edgecolor=color,
+            hatch="////" if silenced else None,
+            lw=0.8,
+            zorder=2,
+        )
+        bar.set_gid(f"alert:{name}")
+        _add_legend(legend, f"alert: {severity}", Patch(facecolor=color, edgecolor=color))
+        if silenced:
+            _add_legend(
+                legend,
+                "alert silenced",
+                Patch(facecolor=to_rgba("0.5", 0.28), edgecolor="0.4", hatch="////"),
+            )
+        if still_firing:
+            ax.plot(end, y, ">", color=color, ms=7, clip_on=False, zorder=3, gid=f"firing:{name}")
+            _add_legend(
+                legend, "still firing at end", Line2D([], [], ls="", marker=">", color="0.3")
+            )
+        if _flag(alert.get("escalated")):
+            at = _num(alert.get("escalated_at"))
+            ax.plot(
+                at if math.isfinite(at) else start,
+                y,
+                "*",
+                color="k",
+                ms=9,
+                zorder=4,
+                gid=f"escalated:{name}",
+            )
+            _add_legend(legend, "escalated", Line2D([], [], ls="", marker="*", color="k", ms=9))
+    ax.set_yticks(range(len(shown)), [n if len(n) <= 28 else n[:27] + "…" for n in shown])
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set_ylim(len(shown) - 0.5, -0.5)
+    if len(names) > len(shown):
+        ax.text(
+            1.0,
+            0.0,
+            f"+{len(names) - len(shown)} more alert names not shown",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=7.5,
+            color="0.35",
+        )
+
+
+def _legend_rank(label: str) -> int:
+    if label.startswith("fault:"):
+        return 1
+    if label in ("fault detected", "recovered (back to baseline)"):
+        return 2
+    if label.startswith(("alert", "escalated", "still firing")):
+        return 3
+    return 4 if label.startswith("warm-up") else 0
+
+
+def recovery_timeline(
+    timeseries: pd.DataFrame | None,
+    faults: pd.DataFrame | None,
+    *,
+    recovery: pd.DataFrame | None = None,
+    alerts: pd.DataFrame | None = None,
+    warmup_s: float = 0.0,
+    title: str | None = None,
+    axes: Sequence[Axes] | None = None,
+) -> Figure:
+    """The story of each failure: when it broke, when it was noticed, when it was fine again.
+
+    Four panels share the time axis: throughput (completed/s, offered as a thin line), error
+    rate (0–100 %), p50/p99 latency (log) and a strip of alerts from firing to resolution. Every
+    panel shades each fault's interval in its kind's colour (a fault still active at the end
+    runs to the end of the data) and marks when it was detected (dashed) and when the service
+    was back to its baseline (solid), so detection lag and recovery time read straight off the
+    x axis. The legend has one entry per fault kind, not per fault, so 30 random crashes stay
+    legible; the title counts faults, detections and recoveries.
+
+    ``timeseries`` has one row per bin (``t_s``, ``offered``, ``completed``, ``throughput_rps``,
+    ``error_rate`` as a fraction, ``p50_ms``, ``p99_ms``, ...); ``faults`` one row per injected
+    fault (``fault``, ``kind``, ``start_s``, ``end_s``, ``workers``); ``recovery`` (optional)
+    adds ``detected_at_s`` and ``recovered_at_s`` per fault; ``alerts`` (optional) has ``name``,
+    ``severity``, ``fired_at``, ``resolved_at``, ``silenced``, ``escalated``, ``escalated_at``.
+    ``axes`` are four axes to draw into (throughput, error rate, latency, alerts), e.g. from
+    ``fig.subplots(4, 1, sharex=True)``.
+    """
+    fault_list = _fault_list(faults, recovery)
+    n_alert_rows = min(len(_alert_names(alerts)), MAX_ALERT_ROWS)
+    alert_height = max(0.8, 0.32 * n_alert_rows + 0.3)
+    if axes is None:
+        fig = Figure(figsize=(12, 8.4 + 0.25 * n_alert_rows), layout="constrained")
+        panels = list(fig.subplots(4, 1, sharex=True, height_ratios=[3.0, 2.0, 3.0, alert_height]))
+        container: Any = fig
+    else:
+        panels = list(axes)
+        if len(panels) != 4:
+            raise ValueError(
+                "recovery_timeline draws into four axes (throughput, error rate, latency, "
+                f"alerts), got {len(panels)}"
+            )
+        container = panels[0].figure  # a Figure or a SubFigure
+        fig = getattr(container, "figure", container)
+    ax_tp, ax_err, ax_lat, ax_alerts = panels
+    heading = title if title is not None else _recovery_title(fault_list, recovery)
+    if axes is None:
+        fig.suptitle(heading, fontsize=12)
+    else:
+        ax_tp.set_title(heading, fontsize=11)
+
+    if timeseries is None or timeseries.empty or "t_s" not in timeseries:
+        _empty(ax_tp, "Empty time series: nothing to show")
+        for ax in (ax_err, ax_lat, ax_alerts):
+            ax.set_axis_off()
+        return fig
+
+    ts = timeseries
+    t = ts["t_s"].to_numpy(dtype=np.float64)
+    dt = _bin_width(t)
+    edges = np.append(t, t[-1] + dt)
+    x0, x_end = min(0.0, float(t[0])), float(edges[-1])
+    legend: dict[str, Artist] = {}
+
+    def steps(values: np.ndarray) -> np.ndarray:
+        return np.append(values, values[-1])
+
+    # (a) throughput, with offered load as a thin line so shed or lost traffic shows as a gap
+    if "throughput_rps" in ts:
+        throughput = ts["throughput_rps"].to_numpy(dtype=np.float64)
+    elif "completed" in ts:
+        throughput = ts["completed"].to_numpy(dtype=np.float64) / dt
+    else:
+        throughput = np.full(len(t), np.nan)
+    green = STATUS_COLORS["completed"]
+    ax_tp.fill_between(
+        edges, steps(np.nan_to_num(throughput)), step="post", color=green, alpha=0.3, lw=0, zorder=1
+    )
+    ax_tp.step(edges, steps(throughput), where="post", color=green, lw=1.3, zorder=2)
+    _add_legend(legend, "completed / s", Patch(facecolor=to_rgba(green, 0.45), edgecolor=green))
+    top = float(np.nanmax(throughput, initial=0.0))
+    if "offered" in ts:
+        offered = ts["offered"].to_numpy(dtype=np.float64) / dt
+        ax_tp.step(edges, steps(offered), where="post", color="k", lw=0.8, zorder=3)
+        _add_legend(legend, "offered / s", Line2D([], [], color="k", lw=0.8))
+        top = max(top, float(np.nanmax(offered, initial=0.0)))
+    ax_tp.set_ylabel("requests / s")
+    ax_tp.grid(axis="y", alpha=0.3)
+
+    # (b) error rate, always on the full 0–100 % scale so runs compare at a glance
+    if "error_rate" in ts:
+        err = ts["error_rate"].to_numpy(dtype=np.float64)
+        if np.nanmax(err, initial=0.0) > 1.0 + 1e-9:  # a fraction never exceeds 1: percents
+            err = err / 100.0
+    else:
+        bad = sum(
+            ts[c].to_numpy(dtype=np.float64) for c in ("failed", "rejected", "timed_out") if c in ts
+        )
+        ended = bad + (ts["completed"].to_numpy(dtype=np.float64) if "completed" in ts else 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            err = (
+                np.where(ended > 0, bad / ended, np.nan)
+                if np.ndim(bad)
+                else np.full(len(t), np.nan)
+            )
+    red = STATUS_COLORS["failed"]
+    ax_err.fill_between(
+        edges, steps(np.nan_to_num(err)), step="post", color=red, alpha=0.3, lw=0, zorder=1
+    )
+    ax_err.step(edges, steps(err), where="post", color=red, lw=1.2, zorder=2)
+    _add_legend(legend, "error rate", Patch(facecolor=to_rgba(red, 0.45), edgecolor=red))
+    ax_err.set_ylim(0, 1.0)
+    ax_err.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax_err.set_ylabel("error rate")
+    ax_err.grid(axis="y", alpha=0.3)
+    if np.isfinite(err).any() and np.nanmax(err) > 0:
+        peak = int(np.nanargmax(err))
+        ax_err.text(
+            0.995,
+            0.95,
+            f"peak {err[peak]:.1%} at {t[peak]:g} s",
+            transform=ax_err.transAxes,
+            ha="right",
+            va="top",
+            fontsize=8,
+            color="0.3",
+        )
+
+    # (c) latency: p50 is the typical request, p99 what the unlucky ones saw
+    has_latency = False
+    for col, label, color, width in (("p50_ms", "p50", "C0", 1.3), ("p99_ms", "p99", "C3", 1.3)):
+        if col not in ts:
+            continue
+        y = ts[col].to_numpy(dtype=np.float64)
+        y = np.where(y > 0, y, np.nan)  # log axis; NaN bins had no completions
+        if np.isfinite(y).any():
+            has_latency = True
+            ax_lat.step(edges, steps(y), where="post", color=color, lw=width, zorder=2)
+            _add_legend(legend, f"{label} latency", Line2D([], [], color=color, lw=width))
+    if has_latency:
+        ax_lat.set_yscale("log")
+        _plain_log(ax_lat.yaxis)
+        ax_lat.grid(which="major", alpha=0.3)
+    else:
+        ax_lat.set_yticks([])
+        ax_lat.text(
+            0.5,
+            0.5,
+            "No completed requests: no latency to show",
+            transform=ax_lat.transAxes,
+            ha="center",
+            va="center",
+            color="0.35",
+        )
+    ax_lat.set_ylabel("latency (ms)")
+
+    # (d) alerts, then faults, markers and warm-up on every panel
+    _draw_alerts(ax_alerts, alerts, x_end, legend)
+    for ax in panels:
+        _shade_warmup_s(ax, float(warmup_s or 0.0), legend)
+        _shade_faults(ax, fault_list, x_end, legend)
+        ax.set_xlim(x0, x_end)
+    ax_alerts.set_xlabel("time (s)")
+
+    detail = _has_rows(recovery) and len(fault_list) <= MAX_FAULT_DETAILS
+    rows = _label_faults(ax_tp, fault_list, x0, x_end, detail)
+    room = _head_room(ax_tp, rows, detail)
+    ax_tp.set_ylim(0, max(1.0, top * 1.05) / (1.0 - room))
+    if not fault_list:
+        ax_tp.text(
+            0.005,
+            0.97,
+            "no faults injected",
+            transform=ax_tp.transAxes,
+            ha="left",
+            va="top",
+            fontsize=8,
+            color="0.35",
+        )
+
+    # legend order: the data, then what broke, then how it was noticed and handled
+    order = sorted(legend, key=_legend_rank)
+    container.legend(
+        [legend[label] for label in order],
+        order,
+        loc="outside lower center",
+        ncols=min(6, len(order)),
+        fontsize=8.5,
+        frameon=False,
+    )
+    return fig
+
+
+def _lookup(column: pd.Series, table: Mapping[str, int], default: int) -> np.ndarray:
+    """Map a (categorical or string) column through ``table`` once per category, not per row."""
+    cat = column.astype("category")
+    values = np.array(
+        [table.get(str(c), default) for c in cat.cat.categories] + [default], dtype=np.int64
+    )
+    return values[cat.cat.codes.to_numpy()]  # code -1 (missing) picks the trailing default
+
+
+def _merge_columns(state: np.ndarray, truth: np.ndarray, factor: int) -> tuple[np.ndarray, ...]:
+    """Merge every ``factor`` columns into one; the most alarming state and truth win."""
+    rows, cols = state.shape
+    pad = (-cols) % factor
+    state = np.pad(state, ((0, 0), (0, pad)), constant_values=-1)
+    truth = np.pad(truth, ((0, 0), (0, pad)), constant_values=0)
+    blocks = state.reshape(rows, -1, factor)
+    priority = np.where(blocks >= 0, _STATE_PRIORITY[np.maximum(blocks, 0)], -1)
+    pick = np.take_along_axis(blocks, priority.argmax(axis=2)[..., None], axis=2)[..., 0]
+    return pick, truth.reshape(rows, -1, factor).max(axis=2)
+
+
+def _truth_segments(truth: np.ndarray, cls: int, t0: float, dt: float) -> list[np.ndarray]:
+    """Horizontal segments through each row where the truth is ``cls``, one per run of bins."""
+    mask = np.pad(truth == cls, ((0, 0), (1, 1))).astype(np.int8)
+    step = np.diff(mask, axis=1)
+    rows, starts = np.nonzero(step == 1)
+    _, ends = np.nonzero(step == -1)  # row-major order pairs each start with its end
+    return [
+        np.array([[t0 + s * dt, r], [t0 + e * dt, r]], dtype=np.float64)
+        for r, s, e in zip(rows, starts, ends, strict=True)
+    ]
+
+
+def health_heatmap(
+    health: pd.DataFrame | None,
+    faults: pd.DataFrame | None = None,
+    *,
+    ax: Axes | None = None,
+    max_workers: int = MAX_HEATMAP_WORKERS,
+) -> Figure:
+    """Workers × time, coloured by what the routing layer believed, with the truth drawn over it.
+
+    A cell's colour is the worst verdict of the registry and the gateways (healthy, suspect,
+    half-open, ejected, circuit open, down); a black line through a row marks when the worker
+    really was crashed/partitioned (solid) or slow/flaky (dashed). Where the line runs over
+    green the failure had not been noticed yet: those cells are red when the worker was dead but
+    still believed healthy, i.e. requests were routed to a dead worker. The gap between a line's
+    start and the colour change is the detection lag; grey or blue after the line ends is the
+    time taken to readmit a healed worker.
+
+    ``health`` is long format: one row per worker per bin with ``t_s``, ``worker``, ``actual``
+    (up/slow/flaky/partitioned/crashed), ``registry`` (healthy/suspect/down) and ``gateway``
+    (routable/half_open/ejected/open, worst over gateways). Rows are in worker-number order
+    (``w-2`` before ``w-10``). Fleets above ``max_workers`` show only the workers that ever
+    left the healthy/up state (the most affected ``max_workers`` if there are more). Columns
+    beyond ``MAX_HEATMAP_COLUMNS`` bins are merged, the most alarming state winning, so a short
+    red stretch is never lost to image resampling. ``faults`` adds a ▼ at each fault's start.
+    """
+    required = {"t_s", "worker", "actual", "registry"}
+    if health is None or health.empty or not required <= set(health.columns):
+        fig, ax = _figure(ax, (10, 4))
+        ax.set_title("Worker health")
+        _empty(ax, "No worker health samples: nothing to show")
+        return fig
+
+    t = health["t_s"].to_numpy(dtype=np.float64)
+    workers = health["worker"].astype("category")
+    keep = np.isfinite(t) & (workers.cat.codes.to_numpy() >= 0)
+    times = np.unique(t[keep])
+    dt = _bin_width(times)
+    t0 = float(times[0]) if len(times) else 0.0
+    names = [str(c) for c in workers.cat.categories]
+    order = sorted(range(len(names)), key=lambda i: _natural_key(names[i]))
+    row_of_category = np.empty(len(names), dtype=np.int64)
+    row_of_category[order] = np.arange(len(names))
+    names = [names[i] for i in order]
+    n_total = len(names)
+    if not keep.any():
+        fig, ax = _figure(ax, (10, 4))
+        ax.set_title("Worker health")
+        _empty(ax, "No worker health samples: nothing to show")
+        return fig
+
+    rows = row_of_category[workers.cat.codes.to_numpy()[keep]]
+    cols = np.rint((t[keep] - t0) / dt).astype(np.int64)
+    n_cols = int(cols.max()) + 1
+    severity = _lookup(health["registry"], _REGISTRY_SEVERITY, 0)
+    if "gateway" in health:
+        severity = np.maximum(severity, _lookup(health["gateway"], _GATEWAY_SEVERITY, 0))
+    truth = _lookup(health["actual"], _TRUTH_CLASS, 0)
+    state = _SEVERITY_STATE[severity]
+    state[(severity == 0) & (truth == 2)] = _STATE["routed_to_dead"]
+    state_grid = np.full((n_total, n_cols), -1, dtype=np.int8)
+    truth_grid = np.zeros((n_total, n_cols), dtype=np.int8)
+    state_grid[rows, cols] = state[keep]
+    truth_grid[rows, cols] = truth[keep]
+
+    off = (state_grid > 0) | (truth_grid > 0)
+    affected = off.any(axis=1)
+    dead_routed_s = float((state_grid == _STATE["routed_to_dead"]).sum()) * dt
+    notes = []
+    shown = np.arange(n_total)
+    if n_total > max_workers:
+        shown = np.flatnonzero(affected)
+        if not len(shown):
+            fig, ax = _figure(ax, (10, 4))
+            ax.set_title(f"Worker health: {n_total:,} workers")
+            _empty(ax, f"All {n_total:,} workers stayed healthy and up for the whole run")
+            return fig
+        n_affected = len(shown)
+        if n_affected > max_workers:
+            worst = np.argsort(-off[shown].sum(axis=1), kind="stable")[:max_workers]
+            shown = np.sort(shown[worst])
+            notes.append(f"the {max_workers:,} most affected of {n_affected:,} affected workers")
+        else:
+            notes.append(f"the {n_affected:,} workers that ever left healthy/up")
+        notes.append(f"{n_total - n_affected:,} always healthy and up not shown")
+    elif not affected.any():
+        notes.append("every worker stayed healthy and up")
+
+    state_grid, truth_grid = state_grid[shown], truth_grid[shown]
+    col_dt = dt
+    if n_cols > MAX_HEATMAP_COLUMNS:
+        factor = math.ceil(n_cols / MAX_HEATMAP_COLUMNS)
+        state_grid, truth_grid = _merge_columns(state_grid, truth_grid, factor)
+        col_dt = dt * factor
+        notes.append(f"each column {col_dt:g} s, most alarming state shown")
+    n_rows = len(shown)
+    x_end = t0 + n_cols * dt
+
+    fig, ax = _figure(ax, (12, float(np.clip(2.6 + 0.07 * n_rows, 3.8, 9.0))))
+    cmap = ListedColormap([color for _, _, color in HEALTH_STATES])
+    cmap.set_bad("white")  # no sample for that worker in that bin
+    ax.imshow(
+        np.ma.masked_less(state_grid, 0),
+        cmap=cmap,
+        vmin=-0.5,
+        vmax=len(HEALTH_STATES) - 0.5,
+        aspect="auto",
+        interpolation="nearest",
+        extent=(t0, t0 + state_grid.shape[1] * col_dt, n_rows - 0.5, -0.5),
+    )
+    ax.set_xlim(t0, x_end)
+
+    # the truth, as lines whose width follows the row height
+    height_pt = ax.get_window_extent().height * 72 / fig.dpi
+    lw = float(np.clip(0.3 * height_pt / max(n_rows, 1), 0.3, 2.0))
+    handles: dict[str, Artist] = {}
+    present = set(np.unique(state_grid[state_grid >= 0]).tolist())
+    for code, (_, label, color) in enumerate(HEALTH_STATES):
+        if code in present or code == _STATE["healthy"]:
+            handles[label] = Patch(facecolor=color, edgecolor="0.6", lw=0.5)
+    for cls, style, label in (
+        (2, "-", "truth: crashed/partitioned"),
+        (1, (0, (3, 2)), "truth: slow/flaky"),
+    ):
+        segments = _truth_segments(truth_grid, cls, t0, col_dt)
+        if segments:
+            lines = LineCollection(segments, colors="k", linewidths=lw, linestyles=style)
+            lines.set_gid(f"truth:{cls}")
+            ax.add_collection(lines, autolim=False)
+            handles[label] = Line2D([], [], color="k", lw=1.2, ls=style)
+
+    for f in _fault_list(faults, None):
+        if t0 <= f.start <= x_end:
+            ax.plot(
+                f.start,
+                1.0,
+                "v",
+                color=_fault_color(f.kind),
+                ms=8,
+                mec="k",
+                mew=0.5,
+                transform=ax.get_xaxis_transform(),
+                clip_on=False,
+                gid=f"fault:{f.fault}",
+            )
+            handles.setdefault(
+                f"fault start: {f.kind}",
+                Line2D([], [], ls="", marker="v", color=_fault_color(f.kind), mec="k", mew=0.5),
+            )
+
+    if n_rows <= MAX_HEATMAP_LABELS:
+        ticks = np.arange(n_rows)
+    else:
+        ticks = np.unique(np.linspace(0, n_rows - 1, 20).round().astype(np.int64))
+    ax.set_yticks(ticks, [names[shown[i]] for i in ticks], fontsize=7 if n_rows > 20 else 8)
+    ax.set_ylabel("worker")
+    ax.set_xlabel("time (s)")
+    title = f"Worker health as the routing layer saw it: {n_rows:,} of {n_total:,} workers"
+    summary = (
+        f"{dead_routed_s:g} worker-seconds routed to a dead worker"
+        if dead_routed_s
+        else "no worker was believed healthy while dead"
+    )
+    ax.set_title(title + "\n" + "; ".join([summary, *notes]), fontsize=10)
+    ax.legend(
+        list(handles.values()),
+        list(handles),
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=8,
+        frameon=False,
+    )
     return fig

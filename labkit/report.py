@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from labkit.results import Results
 
-__all__ = ["PLOTS", "format_summary", "write_report"]
+__all__ = ["FAILURE_PLOTS", "PLOTS", "format_summary", "write_report"]
 
 STATUSES = ("completed", "failed", "rejected", "timed_out")
 LATENCY_KEYS = (
@@ -54,6 +54,32 @@ PLOTS: dict[str, tuple[str, Callable[[Results], Figure]]] = {
     "worker_load": ("Worker load", _plot("worker_load")),
 }
 
+
+def _recovery_timeline(results: Results) -> Figure:
+    from labkit import plots
+
+    return plots.recovery_timeline(
+        results.timeseries,
+        results.faults,
+        recovery=results.recovery,
+        alerts=results.alerts,
+        warmup_s=results.scenario.warmup_s,
+        title=f"{results.scenario.name}: failure recovery",
+    )
+
+
+def _health_heatmap(results: Results) -> Figure:
+    from labkit import plots
+
+    return plots.health_heatmap(results.health, results.faults)
+
+
+#: drawn only for runs with faults; they lead the report, being what such a run is about
+FAILURE_PLOTS: dict[str, tuple[str, Callable[[Results], Figure]]] = {
+    "recovery_timeline": ("Failure recovery", _recovery_timeline),
+    "health_heatmap": ("Worker health as the routing layer saw it", _health_heatmap),
+}
+
 DPI = 100
 
 
@@ -78,6 +104,12 @@ def _close(fig: Figure) -> None:
     fig.clear()
 
 
+def _plots_for(results: Results) -> dict[str, tuple[str, Callable[[Results], Figure]]]:
+    if results.faults is not None and not results.faults.empty:
+        return {**FAILURE_PLOTS, **PLOTS}
+    return PLOTS
+
+
 def write_report(results: Results, out_dir: str | Path) -> dict[str, Path]:
     """Save the plots as PNG and a self-contained ``report.html`` into ``out_dir``.
 
@@ -87,7 +119,7 @@ def write_report(results: Results, out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
-    for stem, (_, draw) in PLOTS.items():
+    for stem, (_, draw) in _plots_for(results).items():
         fig = draw(results)
         try:
             path = out / f"{stem}.png"
@@ -178,6 +210,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     )
     for (kind, _), row in zip(rows, cells, strict=True):
         lines.append(f"{'':<13}{kind:<8}" + "".join(f"{c:>{col + 1}}" for c in row))
+
+    lines += _failure_lines(summary)
 
     per_worker = summary.get("per_worker") or {}
     if per_worker:
@@ -295,8 +329,10 @@ def _html(summary: Mapping[str, Any], images: Mapping[str, Path]) -> str:
         header=("", *(label for _, label in LATENCY_KEYS)),
     )
 
+    failure_tables = _failure_tables(summary)
+
     figures = []
-    for stem, (caption, _) in PLOTS.items():
+    for stem, (caption, _) in {**FAILURE_PLOTS, **PLOTS}.items():
         if stem in images:
             src = escape(Path(images[stem]).name, quote=True)
             figures.append(
@@ -321,6 +357,9 @@ def _html(summary: Mapping[str, Any], images: Mapping[str, Path]) -> str:
 {"".join(tables)}
 </div>
 {latency_table}
+<div class="tables">
+{"".join(failure_tables)}
+</div>
 {"".join(figures)}
 <details>
 <summary>Scenario (normalized)</summary>
@@ -329,3 +368,122 @@ def _html(summary: Mapping[str, Any], images: Mapping[str, Path]) -> str:
 </body>
 </html>
 """
+
+
+# -- failure sections --------------------------------------------------------------------------
+
+
+def _secs(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.2f} s"
+
+
+def _failure_lines(summary: Mapping[str, Any]) -> list[str]:
+    """SLO, per-fault recovery and alert counts, for runs that have them."""
+    lines: list[str] = []
+    slo = summary.get("slo")
+    if slo and (summary.get("faults") or summary.get("alerts")):
+        lines.append(
+            f"slo          {100 * slo['target']:g}% within {_num(slo['latency_ms'], 'g')} ms: "
+            f"{'met' if slo.get('met') else 'MISSED'}, {_num(slo.get('bad'))} bad events, "
+            f"{100 * (slo.get('budget_consumed') or 0):.1f}% of the error budget"
+        )
+    for f in summary.get("faults") or []:
+        who = f.get("workers") or "all workers"
+        lines.append(
+            f"fault {f['fault']:<6} {f['kind']} {who} at {f['start_s']:g} s: "
+            f"detected {_secs(f.get('time_to_detect_s'))} ({f.get('detected_by') or 'never'}), "
+            f"recovered {_secs(f.get('time_to_recover_s'))}, "
+            f"{_num(f.get('failed'))} failed, {_num(f.get('timed_out'))} timed out"
+        )
+    alerts = summary.get("alerts")
+    if alerts:
+        lines.append(
+            f"alerts       {alerts['fired']} fired, {alerts['resolved']} resolved, "
+            f"{alerts['escalated']} escalated, {alerts['silenced']} silenced, "
+            f"{alerts['deduplicated']} deduplicated, {alerts['notifications']} notifications"
+        )
+    return lines
+
+
+#: how many fault rows the HTML report lists before summarising the rest
+MAX_FAULT_ROWS = 40
+
+
+def _failure_tables(summary: Mapping[str, Any]) -> list[str]:
+    tables: list[str] = []
+    faults = summary.get("faults") or []
+    if faults:
+        rows: list[tuple[Any, ...]] = []
+        for f in faults[:MAX_FAULT_ROWS]:
+            rows.append(
+                (
+                    f["fault"],
+                    f["kind"],
+                    f.get("workers") or "all",
+                    f"{f['start_s']:g}",
+                    "-" if f.get("end_s") is None else f"{f['end_s']:g}",
+                    f.get("detected_by") or "never",
+                    _secs(f.get("time_to_detect_s")),
+                    _secs(f.get("time_to_recover_s")),
+                    _num(f.get("failed")),
+                    _num(f.get("timed_out")),
+                    _num(f.get("retried")),
+                    _ms(f.get("extra_latency_ms_mean")),
+                    "-"
+                    if f.get("error_budget_burned") is None
+                    else f"{100 * f['error_budget_burned']:.1f}%",
+                )
+            )
+        if len(faults) > MAX_FAULT_ROWS:
+            rows.append((f"... {len(faults) - MAX_FAULT_ROWS} more in summary.json",))
+        tables.append(
+            _table(
+                "Faults: detection and recovery",
+                rows,
+                header=(
+                    "#",
+                    "kind",
+                    "workers",
+                    "start s",
+                    "end s",
+                    "detected by",
+                    "to detect",
+                    "to recover",
+                    "failed",
+                    "timed out",
+                    "retried",
+                    "extra latency",
+                    "budget burned",
+                ),
+            )
+        )
+    slo = summary.get("slo")
+    if slo and (faults or summary.get("alerts")):
+        tables.append(
+            _table(
+                "SLO",
+                [
+                    ("objective", f"{100 * slo['target']:g}% within {slo['latency_ms']:g} ms"),
+                    ("bad events", _num(slo.get("bad"))),
+                    ("error budget consumed", f"{100 * (slo.get('budget_consumed') or 0):.1f}%"),
+                    ("met", "yes" if slo.get("met") else "no"),
+                ],
+                numeric=False,
+            )
+        )
+    alerts = summary.get("alerts")
+    if alerts:
+        keys = ("fired", "resolved", "escalated", "silenced", "deduplicated", "notifications")
+        rows = [(k, _num(alerts.get(k))) for k in keys]
+        rows += [(f"fired: {name}", _num(n)) for name, n in (alerts.get("by_rule") or {}).items()]
+        tables.append(_table("Alerts", rows, numeric=False))
+    resilience = summary.get("resilience") or {}
+    if any(resilience.values()):
+        tables.append(
+            _table(
+                "Gateway failure handling",
+                [(k.replace("_", " "), _num(v)) for k, v in resilience.items()],
+                numeric=False,
+            )
+        )
+    return tables

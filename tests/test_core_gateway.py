@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labkit.core.balancing import BalancerConfig, LocalLoad, make_balancer
+from labkit.core.breaker import BreakerConfig
 from labkit.core.gateway import (
     GatewayConfig,
     GatewayPolicy,
@@ -18,7 +19,9 @@ from labkit.core.gateway import (
     UnknownAgentType,
 )
 from labkit.core.outcomes import DETAIL_FINAL, FINAL_OF_DETAIL, RETRYABLE, Detail, Final
+from labkit.core.outlier import OutlierConfig
 from labkit.core.registry import Registry, StrongView, TimeoutDetector
+from labkit.core.retry_budget import RetryBudgetConfig
 from labkit.errors import NoWorkerAvailable
 
 SETTINGS = settings(derandomize=True, deadline=None, max_examples=100)
@@ -276,7 +279,7 @@ def test_after_attempt_never_retries_past_the_deadline() -> None:
 
 
 def test_route_picks_a_healthy_worker() -> None:
-    policy, registry = make_policy(workers=3)
+    policy, registry = make_policy(GatewayConfig(panic_threshold=0), workers=3)
     assert [policy.route("planner", "k", 0.0) for _ in range(3)] == ["w0", "w1", "w2"]
     assert policy.route("planner", "k", 0.0, exclude={"w0", "w1"}) == "w2"
     registry.heartbeat("w1", 2.5)
@@ -295,7 +298,7 @@ def test_route_unknown_type_raises_unknown_agent_type() -> None:
 
 
 def test_route_all_down_raises_no_worker_available() -> None:
-    policy, registry = make_policy(workers=2)
+    policy, registry = make_policy(GatewayConfig(panic_threshold=0), workers=2)
     registry.evaluate(10.0)
     with pytest.raises(NoWorkerAvailable) as info:
         policy.route("planner", "k", 10.0)
@@ -343,7 +346,112 @@ def test_final_codes_and_labels() -> None:
 
 
 def test_retryable_details_are_failures_that_never_started_or_failed_on_a_worker() -> None:
-    assert frozenset({Detail.QUEUE_FULL, Detail.WORKER_ERROR, Detail.WORKER_LOST}) == RETRYABLE
+    assert (
+        frozenset(
+            {Detail.QUEUE_FULL, Detail.WORKER_ERROR, Detail.WORKER_LOST, Detail.ATTEMPT_TIMEOUT}
+        )
+        == RETRYABLE
+    )
     assert Detail.OK not in RETRYABLE
     assert Detail.DEADLINE not in RETRYABLE
-    assert all(d.final in (Final.FAILED, Final.REJECTED) for d in RETRYABLE)
+    assert Detail.ATTEMPT_TIMEOUT.final is Final.TIMED_OUT
+
+
+# -- panic, passive health checks, retry budget, hedging ------------------------------------------
+
+
+def test_panic_routes_over_every_member_when_too_few_are_healthy() -> None:
+    policy, registry = make_policy(GatewayConfig(panic_threshold=0.5), workers=4)
+    events: list[tuple[str, str, str, float]] = []
+    policy.on_event = lambda *e: events.append(e)
+    # 2 of 4 healthy: exactly the threshold, not below it, so no panic
+    registry.heartbeat("w0", 2.5)
+    registry.heartbeat("w1", 2.5)
+    registry.evaluate(3.0)
+    assert {policy.route("planner", "k", 3.0) for _ in range(8)} == {"w0", "w1"}
+    assert policy.panic_routes == 0
+    # 1 of 4 healthy: below half, so every member is a candidate again (Envoy's panic mode)
+    registry.heartbeat("w0", 4.5)
+    registry.evaluate(5.0)
+    assert {policy.route("planner", "k", 5.0) for _ in range(8)} == {"w0", "w1", "w2", "w3"}
+    assert policy.panic_routes == 8
+    assert events == [("planner", "panic", "enter", 5.0)]
+    # all healthy again: panic ends
+    for w in ("w0", "w1", "w2", "w3"):
+        registry.heartbeat(w, 5.5)
+    registry.evaluate(6.0)
+    policy.route("planner", "k", 6.0)
+    assert events[-1] == ("planner", "panic", "exit", 6.0)
+
+
+def test_panic_off_fails_fast_when_everyone_is_down() -> None:
+    policy, registry = make_policy(GatewayConfig(panic_threshold=0.0), workers=2)
+    registry.evaluate(10.0)
+    with pytest.raises(NoWorkerAvailable):
+        policy.route("planner", "k", 10.0)
+
+
+def test_outlier_ejection_takes_a_failing_worker_out_of_rotation() -> None:
+    config = GatewayConfig(
+        outlier=OutlierConfig(
+            consecutive_errors=3, base_ejection_s=10.0, max_ejection_fraction=0.5
+        ),
+        panic_threshold=0.0,
+    )
+    policy, _ = make_policy(config, workers=4)
+    seen: list[tuple[str, str, str, float]] = []
+    policy.on_event = lambda *e: seen.append(e)
+    for t in (1.0, 1.1):
+        policy.attempt_ended("w2", Detail.WORKER_ERROR, t)
+    policy.attempt_ended("w2", Detail.QUEUE_FULL, 1.2)  # load shedding is a sign of life
+    for t in (1.3, 1.4):
+        policy.attempt_ended("w2", Detail.WORKER_LOST, t)
+    assert "w2" in {policy.route("planner", "k", 1.5) for _ in range(8)}
+    policy.attempt_ended("w2", Detail.ATTEMPT_TIMEOUT, 1.6)
+    assert policy.blocked(1.7) == {"w2"}
+    assert "w2" not in {policy.route("planner", "k", 1.7) for _ in range(8)}
+    assert seen == [("w2", "outlier", "ejected", 1.6)]
+    # back after base_ejection_s
+    assert "w2" in {policy.route("planner", "k", 11.7) for _ in range(8)}
+    assert seen[-1] == ("w2", "outlier", "returned", pytest.approx(11.6))
+
+
+def test_open_breaker_blocks_until_a_half_open_probe_succeeds() -> None:
+    config = GatewayConfig(
+        breaker=BreakerConfig(failure_threshold=2, open_s=5.0, half_open_probes=1, close_after=1),
+        panic_threshold=0.0,
+    )
+    policy, _ = make_policy(config, workers=2)
+    policy.attempt_ended("w0", Detail.DEADLINE, 1.0)
+    policy.attempt_ended("w0", Detail.WORKER_ERROR, 1.5)
+    assert {policy.route("planner", "k", 2.0) for _ in range(4)} == {"w1"}
+    # half-open after 5 s: one probe may go
+    routes = []
+    for _ in range(4):
+        w = policy.route("planner", "k", 6.6)
+        policy.dispatched(w, 6.6)
+        routes.append(w)
+    assert routes.count("w0") == 1
+    policy.attempt_ended("w0", Detail.OK, 6.7)
+    assert {policy.route("planner", "k", 6.8) for _ in range(4)} == {"w0", "w1"}
+
+
+def test_retry_budget_caps_retries_and_hedges() -> None:
+    budget = RetryBudgetConfig(ratio=0.1, min_per_s=0.0, window_s=10.0)
+    config = GatewayConfig(
+        retry=RetryPolicy(max_attempts=5, base_s=0.0, cap_s=0.0), retry_budget=budget
+    )
+    policy, _ = make_policy(config)
+    for i in range(100):
+        policy.request_started(i * 0.01)
+    granted = [policy.after_attempt(Detail.WORKER_ERROR, 1, 1.0, 5.0) for _ in range(20)]
+    assert sum(g is not None for g in granted) == 10
+    assert policy.budget_denied == 10
+    assert not policy.hedge_allowed(1.0)
+    policy.request_started(1.0)
+    policy.request_started(1.0)  # 102 requests: ratio 0.1 allows 10.2, so still none
+    assert not policy.hedge_allowed(1.0)
+    for _ in range(8):
+        policy.request_started(1.0)  # 110: one more retry or hedge
+    assert policy.hedge_allowed(1.0)
+    assert policy.hedges == 1

@@ -182,7 +182,9 @@ def test_empirical_service_time_from_csv_next_to_the_scenario(tmp_path: Path) ->
 def test_every_shipped_scenario_runs(path: Path) -> None:
     from labkit.sim import simulate
 
-    results = simulate(load_scenario(path, ["duration_s=3", "warmup_s=1"]))
+    # fault schedules need their full length; tests/test_sim_failures.py runs those in full
+    overrides = ["duration_s=3", "warmup_s=1"] if "faults:" not in path.read_text() else []
+    results = simulate(load_scenario(path, overrides))
     req = results.summary["requests"]
     assert req["offered"] > 0
     assert req["offered"] == req["completed"] + req["failed"] + req["rejected"] + req["timed_out"]

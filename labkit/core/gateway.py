@@ -1,21 +1,43 @@
 """Gateway admission and routing decisions: auth, rate limit, deadlines, retries, worker choice.
 
 A driver asks, in order: ``admit`` (may the request in?), ``route`` (which worker?), and after
-each attempt ends, ``after_attempt`` (finish with this detail, or retry after how long?). The
-answers never depend on how the driver moves bytes, so the simulator and the live gateway share
-them.
+each attempt ends, ``attempt_ended`` (tell passive health checks) then ``after_attempt`` (finish
+with this detail, or retry after how long?); ``hedge_allowed`` decides whether a slow attempt may
+be doubled. The answers never depend on how the driver moves bytes, so the simulator and the live
+gateway share them.
+
+Which workers a gateway routes to, in order:
+
+1. the registry view's healthy workers for the agent type (the registry's verdict, as stale as
+   the view);
+2. minus the workers its own passive checks block: ejected by outlier detection, or behind an
+   open (or fully probed half-open) circuit breaker;
+3. **panic**: when what is left is fewer than ``panic_threshold`` of the type's registered
+   members, the gateway stops trusting health altogether and balances over *every* member, as
+   Envoy's panic mode does. The reasoning: when most of a fleet looks unhealthy the checks are
+   more likely wrong (or the survivors would be crushed by the whole load) than the fleet dead.
+   The price is visible in the lab: in panic, requests go to workers that really are dead, and
+   fail or time out there. ``panic_threshold: 0`` turns panic off; then an empty set fails fast
+   with ``no_worker``.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from labkit.core.balancing import Balancer, LocalLoad
-from labkit.core.outcomes import RETRYABLE, Detail
-from labkit.core.registry import RegistryView, WorkerId
+from labkit.core.breaker import BreakerConfig, CircuitBreakers
+from labkit.core.outcomes import FAILURE_SIGNALS, RETRYABLE, Detail
+from labkit.core.outlier import OutlierConfig, OutlierDetector
+from labkit.core.registry import Pool, RegistryView, WorkerId
+from labkit.core.retry_budget import RetryBudget, RetryBudgetConfig
 from labkit.errors import NoWorkerAvailable
+
+#: ``on_event(worker, source, event, now)``: outlier/breaker transitions and panic changes
+#: (panic events name the agent type in place of a worker)
+GatewayListener = Callable[[str, str, str, float], None]
 
 
 class UnknownAgentType(NoWorkerAvailable):
@@ -79,6 +101,13 @@ class GatewayConfig:
     rate_limit_rps: float | None = None
     rate_limit_burst: float = 1.0
     api_keys: frozenset[str] | None = None  # None: no auth
+    attempt_timeout_s: float | None = None  # None: an attempt may take the whole deadline
+    retry_budget: RetryBudgetConfig | None = None  # None: retries limited by attempts only
+    hedge_after_s: float | None = None  # None: no hedged requests
+    hedge_max_extra: int = 1
+    outlier: OutlierConfig | None = None
+    breaker: BreakerConfig | None = None
+    panic_threshold: float = 0.5
 
 
 class GatewayPolicy:
@@ -105,6 +134,32 @@ class GatewayPolicy:
             else None
         )
         self.retries = 0
+        self.hedges = 0
+        self.budget_denied = 0
+        self.panic_routes = 0
+        self.on_event: GatewayListener | None = None
+        self.budget = RetryBudget(config.retry_budget) if config.retry_budget else None
+        self.outlier = OutlierDetector(config.outlier) if config.outlier else None
+        self.breakers = CircuitBreakers(config.breaker) if config.breaker else None
+        if self.outlier is not None:
+            self.outlier.on_change = self._relay("outlier")
+        if self.breakers is not None:
+            self.breakers.on_change = self._relay("breaker")
+        self.guards: tuple[OutlierDetector | CircuitBreakers, ...] = tuple(
+            g for g in (self.outlier, self.breakers) if g is not None
+        )
+        self._panic = config.panic_threshold
+        self._in_panic: set[str] = set()
+        # agent type -> (pool it was derived from, guard versions, routable pool, in panic)
+        self._routable: dict[str, tuple[Pool, tuple[int, ...], Pool, bool]] = {}
+        self._calm: dict[str, Pool] = {}  # pools known not to be in panic (no guards)
+
+    def _relay(self, source: str) -> Callable[[WorkerId, str, float], None]:
+        def relay(worker: WorkerId, event: str, now: float) -> None:
+            if self.on_event is not None:
+                self.on_event(worker, source, event, now)
+
+        return relay
 
     def admit(self, now: float, api_key: str | None = None) -> Detail | None:
         """None if the request may enter; otherwise the detail it is turned away with."""
@@ -114,6 +169,12 @@ class GatewayPolicy:
         if self.bucket is not None and not self.bucket.allow(now):
             return Detail.RATE_LIMITED
         return None
+
+    def request_started(self, now: float) -> None:
+        """Count an admitted request towards the retry budget (drivers call it only if
+        ``budget`` is set)."""
+        if self.budget is not None:
+            self.budget.on_request(now)
 
     def deadline(self, now: float) -> float:
         return now + self.config.timeout_s
@@ -129,7 +190,84 @@ class GatewayPolicy:
         pool = self.view.pool(agent_type, now)
         if pool is None:
             raise UnknownAgentType(agent_type)
+        if self.guards or (self._panic > 0 and self._calm.get(pool.agent_type) is not pool):
+            pool = self._routable_pool(pool, now)
         return self.balancer.pick(pool, key, now, exclude)
+
+    def _routable_pool(self, pool: Pool, now: float) -> Pool:
+        """The pool minus blocked workers, or every member in panic (see module docstring).
+
+        Rebuilt only when the view's pool or a guard's blocked set changed, so the hot path is
+        a dict lookup and a comparison.
+        """
+        blocked: frozenset[WorkerId] = frozenset()
+        versions: tuple[int, ...] = ()
+        for guard in self.guards:
+            b = guard.blocked(now)
+            if b:
+                blocked = blocked | b if blocked else b
+            versions += (guard.version,)
+        cached = self._routable.get(pool.agent_type)
+        if cached is not None and cached[0] is pool and cached[1] == versions:
+            if cached[3]:
+                self.panic_routes += 1
+            return cached[2]
+        healthy = pool.healthy
+        if blocked:
+            healthy = tuple(w for w in healthy if w not in blocked)
+        members = pool.members
+        agent_type = pool.agent_type
+        panic = self._panic > 0 and bool(members) and len(healthy) < self._panic * len(members)
+        if panic:
+            routable = Pool(agent_type, members, members, frozenset(members), pool.version)
+            self.panic_routes += 1
+        elif healthy is pool.healthy:
+            routable = pool
+        else:
+            routable = Pool(agent_type, members, healthy, frozenset(healthy), pool.version)
+        if panic != (agent_type in self._in_panic):
+            if panic:
+                self._in_panic.add(agent_type)
+            else:
+                self._in_panic.discard(agent_type)
+            if self.on_event is not None:
+                self.on_event(agent_type, "panic", "enter" if panic else "exit", now)
+        self._routable[agent_type] = (pool, versions, routable, panic)
+        if not self.guards:
+            # without guards only the pool itself can change the verdict: skip the check until
+            # the view hands out a different pool
+            if panic:
+                self._calm.pop(agent_type, None)
+            else:
+                self._calm[agent_type] = pool
+        return routable
+
+    def dispatched(self, worker: WorkerId, now: float) -> None:
+        """An attempt left for ``worker`` (a half-open breaker counts its probes)."""
+        for guard in self.guards:
+            guard.dispatched(worker, now)
+
+    def attempt_ended(self, worker: WorkerId, detail: Detail, now: float) -> None:
+        """Feed one attempt's outcome to the passive health checks."""
+        if self.guards:
+            ok = detail not in FAILURE_SIGNALS
+            for guard in self.guards:
+                guard.record(worker, ok, now)
+
+    def blocked(self, now: float) -> frozenset[WorkerId]:
+        """Workers this gateway's passive checks keep out of rotation now."""
+        out: frozenset[WorkerId] = frozenset()
+        for guard in self.guards:
+            out |= guard.blocked(now)
+        return out
+
+    def hedge_allowed(self, now: float) -> bool:
+        """May a hedge (a second copy of a slow attempt) go out? It spends retry budget."""
+        if self.budget is not None and not self.budget.try_spend(now):
+            self.budget_denied += 1
+            return False
+        self.hedges += 1
+        return True
 
     def after_attempt(
         self, detail: Detail, attempts_made: int, now: float, deadline: float
@@ -143,6 +281,9 @@ class GatewayPolicy:
             return None
         delay = self.config.retry.backoff(attempts_made, self.rng)
         if now + delay >= deadline:
+            return None
+        if self.budget is not None and not self.budget.try_spend(now):
+            self.budget_denied += 1
             return None
         self.retries += 1
         return delay

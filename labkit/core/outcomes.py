@@ -36,6 +36,7 @@ class Detail(IntEnum):
     WORKER_LOST = 6  # the worker died or was cut off with the request in flight
     DEADLINE = 7  # no reply before the request's deadline
     UNKNOWN_TYPE = 8  # no worker ever registered the agent type
+    ATTEMPT_TIMEOUT = 9  # the last attempt outlived its per-attempt timeout
 
     @property
     def label(self) -> str:
@@ -56,6 +57,7 @@ DETAIL_FINAL: dict[Detail, Final] = {
     Detail.WORKER_LOST: Final.FAILED,
     Detail.DEADLINE: Final.TIMED_OUT,
     Detail.UNKNOWN_TYPE: Final.FAILED,
+    Detail.ATTEMPT_TIMEOUT: Final.TIMED_OUT,
 }
 
 #: Codes of final statuses indexed by detail code, for vectorised mapping of record columns.
@@ -63,7 +65,15 @@ FINAL_OF_DETAIL: tuple[int, ...] = tuple(int(DETAIL_FINAL[d]) for d in Detail)
 
 #: Details a gateway may retry on another worker (the request never started, or failed there).
 RETRYABLE: frozenset[Detail] = frozenset(
-    {Detail.QUEUE_FULL, Detail.WORKER_ERROR, Detail.WORKER_LOST}
+    {Detail.QUEUE_FULL, Detail.WORKER_ERROR, Detail.WORKER_LOST, Detail.ATTEMPT_TIMEOUT}
+)
+
+#: Attempt endings that count against the worker's health in passive detection (outlier
+#: ejection, circuit breakers): errors, lost connections and timeouts, as Envoy's
+#: consecutive-gateway-failure counts them. A full queue is load shedding by a worker that
+#: answered, so it counts as a sign of life, not of failure.
+FAILURE_SIGNALS: frozenset[Detail] = frozenset(
+    {Detail.WORKER_ERROR, Detail.WORKER_LOST, Detail.ATTEMPT_TIMEOUT, Detail.DEADLINE}
 )
 
 

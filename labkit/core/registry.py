@@ -70,7 +70,8 @@ class Pool:
 
 
 class FailureDetector(Protocol):
-    """Turns heartbeat arrival times into a health verdict (heartbeat timeout; phi later)."""
+    """Turns heartbeat arrival times into a health verdict (``TimeoutDetector`` here, the
+    phi-accrual detector in ``labkit.core.detectors``)."""
 
     def heartbeat(self, worker_id: WorkerId, now: float) -> None: ...
 
@@ -151,6 +152,8 @@ class Registry:
         )
         self.workers[worker_id] = record
         self.known_types.update(types)
+        # a re-registration is a new incarnation: its heartbeat history starts afresh
+        self.detector.forget(worker_id)
         self.detector.heartbeat(worker_id, now)
         self.version += 1
         if previous is not Health.HEALTHY:
@@ -232,6 +235,14 @@ class Registry:
             )
             for t, ids in members.items()
         }
+
+    def health_counts(self) -> dict[Health, int]:
+        """How many registered workers are in each health state (deregistered ones: down)."""
+        counts = dict.fromkeys(Health, 0)
+        for record in self.workers.values():
+            counts[record.health] += 1
+        counts[Health.DOWN] += len(self._departed)
+        return counts
 
     def report(self, worker_id: WorkerId) -> LoadReport:
         record = self.workers.get(worker_id)

@@ -9,13 +9,33 @@ from typing import Any
 
 import pandas as pd
 
+from labkit.core.alerts import AlertManager
+from labkit.results.frames import events_frame, faults_frame
 from labkit.results.records import RecordLog
+from labkit.results.recovery import recovery_summary, recovery_table, slo_summary
 from labkit.results.summary import summarize, timeseries
 from labkit.scenario import Scenario
 
 __all__ = ["RecordLog", "Results", "build_results"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: columns of ``Results.alerts`` (one row per alert firing)
+ALERT_COLUMNS = [
+    "name",
+    "severity",
+    "group",
+    "fired_at",
+    "resolved_at",
+    "value",
+    "peak",
+    "escalated",
+    "escalated_at",
+    "silenced",
+    "duplicate",
+    "notified",
+    "pending_since",
+]
 
 
 @dataclass
@@ -28,6 +48,16 @@ class Results:
     workers: pd.DataFrame
     summary: dict[str, Any]
     samples: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: fault instances (see ``labkit.results.frames``)
+    faults: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: detection and fault events: registry verdicts, ejections, breakers, crashes, panics
+    events: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: per worker per second: truth, registry verdict, gateway view
+    health: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: one row per alert firing (``AlertManager.timeline``)
+    alerts: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: one row per fault: detection, impact, recovery, cost (``labkit.results.recovery``)
+    recovery: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def latency_ms(self) -> dict[str, float | None]:
@@ -57,12 +87,25 @@ class Results:
             "timeseries": out / "timeseries.csv",
             "workers": out / "workers.csv",
         }
+        tables = {
+            "faults": self.faults,
+            "events": self.events,
+            "alerts": self.alerts,
+            "recovery": self.recovery,
+        }
         paths["summary"].write_text(
             json.dumps(self.summary, indent=2, default=_json_default) + "\n"
         )
         self.records.to_parquet(paths["records"], index=False)
         self.timeseries.to_csv(paths["timeseries"], index=False)
         self.workers.to_csv(paths["workers"], index=False)
+        for name, table in tables.items():
+            if not table.empty:
+                paths[name] = out / f"{name}.csv"
+                table.to_csv(paths[name], index=False)
+        if not self.health.empty and not self.faults.empty:
+            paths["health"] = out / "health.parquet"
+            self.health.to_parquet(paths["health"], index=False)
         if report:
             from labkit.report import write_report
 
@@ -88,8 +131,17 @@ def build_results(
     workers: pd.DataFrame,
     samples: pd.DataFrame | None = None,
     extra: dict[str, Any] | None = None,
+    faults: pd.DataFrame | None = None,
+    events: pd.DataFrame | None = None,
+    health: pd.DataFrame | None = None,
+    alerts: AlertManager | None = None,
 ) -> Results:
-    """Turn a driver's raw output into the shared schema."""
+    """Turn a driver's raw output into the shared schema.
+
+    With faults, ``summary["faults"]`` holds one recovery record per fault; ``summary["slo"]``
+    the run's error-budget figures; ``summary["alerts"]`` the alert counts (None without an
+    alert manager).
+    """
     records = log.frame(agent_types=agent_types, workers=worker_names, warmup_s=scenario.warmup_s)
     series = timeseries(records, scenario.duration_s)
     if samples is not None and not samples.empty:
@@ -111,6 +163,24 @@ def build_results(
             extra=extra,
         )
     )
+    faults = faults if faults is not None else faults_frame(())
+    events = events if events is not None else events_frame(())
+    alert_rows = pd.DataFrame(alerts.timeline(), columns=ALERT_COLUMNS) if alerts else None
+    summary["slo"] = slo_summary(
+        records, scenario.slo, warmup_s=scenario.warmup_s, duration_s=scenario.duration_s
+    )
+    summary["alerts"] = alerts.counts() if alerts is not None else None
+    recovery = recovery_table(
+        records,
+        faults,
+        events,
+        alert_rows,
+        slo=scenario.slo,
+        config=scenario.recovery,
+        warmup_s=scenario.warmup_s,
+        duration_s=scenario.duration_s,
+    )
+    summary["faults"] = recovery_summary(recovery)
     return Results(
         scenario,
         records,
@@ -118,4 +188,9 @@ def build_results(
         workers,
         summary,
         samples if samples is not None else pd.DataFrame(),
+        faults=faults,
+        events=events,
+        health=health if health is not None else pd.DataFrame(),
+        alerts=alert_rows if alert_rows is not None else pd.DataFrame(columns=ALERT_COLUMNS),
+        recovery=recovery,
     )

@@ -10,9 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labkit.core.alerts import AlertConfig
 from labkit.core.balancing import DEFAULT_WEIGHTS, STRATEGIES, BalancerConfig, normalise_weights
+from labkit.core.breaker import BreakerConfig
+from labkit.core.detectors import DETECTORS
+from labkit.core.faults import FaultSpec
+from labkit.core.outlier import OutlierConfig
+from labkit.core.retry_budget import RetryBudgetConfig
+from labkit.core.slo import RecoveryConfig, SloConfig
 from labkit.distributions import Distribution, parse_distribution
 from labkit.errors import ScenarioError
+from labkit.scenario.failure import parse_alerts, parse_faults, parse_recovery, parse_slo
 from labkit.scenario.section import Section
 
 ARRIVAL_PROCESSES = ("poisson", "mmpp", "ramp", "diurnal", "closed")
@@ -105,6 +113,14 @@ class GatewaySpec:
     rate_limit_rps: float | None = None  # per gateway
     rate_limit_burst: float = 1.0
     api_keys: tuple[str, ...] | None = None
+    #: per-attempt timeout (Envoy's per_try_timeout); None = an attempt may use the whole deadline
+    attempt_timeout_ms: float | None = None
+    retry_budget: RetryBudgetConfig | None = None
+    hedge_after_ms: float | None = None  # None = no hedged requests
+    hedge_max_extra: int = 1
+    outlier: OutlierConfig | None = None
+    breaker: BreakerConfig | None = None
+    panic_threshold: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -116,6 +132,9 @@ class RegistrySpec:
     consistency: str = "eventual"
     cache_ttl_ms: float = 2000.0
     lookup_cost_ms: float = 1.0  # strong only: a registry round trip per lookup
+    detector: str = "timeout"
+    #: phi_accrual only: threshold, suspect_threshold, window, min_std_ms, acceptable_pause_ms
+    phi: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,6 +150,10 @@ class Scenario:
     balancer: BalancerConfig
     registry: RegistrySpec
     subscriptions: tuple[SubscriptionConfig, ...]
+    faults: tuple[FaultSpec, ...] = ()
+    slo: SloConfig = field(default_factory=SloConfig)
+    alerts: AlertConfig | None = None
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     description: str = ""
     source: str | None = None
     #: the normalised scenario (defaults filled in) as plain data, for summary.json
@@ -162,6 +185,10 @@ def parse_scenario(
     gateway = _gateway(root.section("gateway"), resolved)
     balancer = _balancer(root.section("balancer"), resolved)
     registry = _registry(root.section("registry"), resolved)
+    faults = parse_faults(root.raw_value("faults"), workers.count, duration_s, resolved)
+    slo = parse_slo(root.section("slo"), resolved)
+    alerts = parse_alerts(root.section("alerts"), root.has("alerts"), resolved)
+    recovery = parse_recovery(root.section("recovery"), resolved)
     top = root.done(
         allowed_hint=[
             "name",
@@ -176,6 +203,10 @@ def parse_scenario(
             "balancer",
             "registry",
             "subscriptions",
+            "faults",
+            "slo",
+            "alerts",
+            "recovery",
         ]
     )
     return Scenario(
@@ -190,6 +221,10 @@ def parse_scenario(
         balancer=balancer,
         registry=registry,
         subscriptions=subscriptions,
+        faults=faults,
+        slo=slo,
+        alerts=alerts,
+        recovery=recovery,
         description=description,
         source=source,
         resolved={**top, **resolved},
@@ -381,17 +416,85 @@ def _gateway(s: Section, out: dict[str, Any]) -> GatewaySpec:
     max_attempts = retries.number("max_attempts", 1, min=1, integer=True)
     base_ms = retries.number("base_ms", 5.0, min=0)
     cap_ms = retries.number("cap_ms", 200.0, min=0)
+    attempt_timeout_ms = retries.number("attempt_timeout_ms", None, min=0, min_exclusive=True)
+    budget = None
+    if retries.has("budget"):
+        b = retries.section("budget")
+        budget = RetryBudgetConfig(
+            ratio=b.number("ratio", 0.2, min=0),
+            min_per_s=b.number("min_per_s", 10.0, min=0),
+            window_s=b.number("window_s", 10.0, min=0, min_exclusive=True),
+        )
+        budget_resolved = b.done()
+    else:
+        retries.raw_value("budget")
+        budget_resolved = None
+    hedge_after_ms = None
+    hedge_max = 1
+    hedging_resolved = None
+    if s.has("hedging"):
+        h = s.section("hedging")
+        hedge_after_ms = h.number("after_ms", min=0, min_exclusive=True)
+        hedge_max = h.number("max_extra", 1, min=1, integer=True)
+        hedging_resolved = h.done()
+    else:
+        s.raw_value("hedging")
+    outlier = None
+    outlier_resolved = None
+    if s.has("outlier_detection"):
+        o = s.section("outlier_detection")
+        outlier = OutlierConfig(
+            consecutive_errors=o.number("consecutive_errors", 5, min=1, integer=True),
+            base_ejection_s=o.number("base_ejection_s", 30.0, min=0, min_exclusive=True),
+            max_ejection_s=o.number("max_ejection_s", 300.0, min=0, min_exclusive=True),
+            max_ejection_fraction=o.number("max_ejection_percent", 10.0, min=0, max=100) / 100,
+        )
+        outlier_resolved = o.done()
+    else:
+        s.raw_value("outlier_detection")
+    breaker = None
+    breaker_resolved = None
+    if s.has("circuit_breaker"):
+        c = s.section("circuit_breaker")
+        breaker = BreakerConfig(
+            failure_threshold=c.number("failure_threshold", 5, min=1, integer=True),
+            open_s=c.number("open_s", 10.0, min=0, min_exclusive=True),
+            half_open_probes=c.number("half_open_probes", 1, min=1, integer=True),
+            close_after=c.number("close_after", 2, min=1, integer=True),
+        )
+        breaker_resolved = c.done()
+    else:
+        s.raw_value("circuit_breaker")
+    panic_threshold = s.number("panic_threshold", 0.5, min=0, max=1)
     rate = s.section("rate_limit")
     rate_rps = rate.number("rate_rps", None, min=0, min_exclusive=True)
     burst = rate.number("burst", max(1.0, (rate_rps or 0) / 10), min=1)
     api_keys = s.string_list("api_keys", None)
     out["gateway"] = {
         **s.done(),
-        "retries": retries.done(),
+        "retries": {**retries.done(), "budget": budget_resolved},
         "rate_limit": rate.done() if rate_rps is not None else None,
+        "hedging": hedging_resolved,
+        "outlier_detection": outlier_resolved,
+        "circuit_breaker": breaker_resolved,
     }
     return GatewaySpec(
-        count, overhead_ms, timeout_ms, max_attempts, base_ms, cap_ms, rate_rps, burst, api_keys
+        count,
+        overhead_ms,
+        timeout_ms,
+        max_attempts,
+        base_ms,
+        cap_ms,
+        rate_rps,
+        burst,
+        api_keys,
+        attempt_timeout_ms=attempt_timeout_ms,
+        retry_budget=budget,
+        hedge_after_ms=hedge_after_ms,
+        hedge_max_extra=hedge_max,
+        outlier=outlier,
+        breaker=breaker,
+        panic_threshold=panic_threshold,
     )
 
 
@@ -454,6 +557,31 @@ def _registry(s: Section, out: dict[str, Any]) -> RegistrySpec:
         consistency=s.string("consistency", "eventual", choices=CONSISTENCY_MODELS),
         cache_ttl_ms=s.number("cache_ttl_ms", 2000.0, min=0),
         lookup_cost_ms=s.number("lookup_cost_ms", 1.0, min=0),
+        detector=s.string("detector", "timeout", choices=DETECTORS),
+        phi=_phi(s),
     )
     out["registry"] = s.done()
     return cfg
+
+
+def _phi(s: Section) -> dict[str, float]:
+    """Phi-accrual parameters (read even for the timeout detector, so typos are caught)."""
+    p = s.section("phi")
+    if not s.has("phi") and s.raw.get("detector") != "phi_accrual":
+        return {}
+    threshold = p.number("threshold", 8.0, min=0, min_exclusive=True)
+    suspect = p.number("suspect_threshold", threshold / 2, min=0, min_exclusive=True)
+    if suspect > threshold:
+        raise ScenarioError(
+            f"must not exceed threshold ({threshold:g}), got {suspect:g}",
+            path=p.key("suspect_threshold"),
+        )
+    params = {
+        "threshold": threshold,
+        "suspect_threshold": suspect,
+        "window": p.number("window", 100, min=2, integer=True),
+        "min_std_s": p.number("min_std_ms", 100.0, min=0, min_exclusive=True) / 1000,
+        "acceptable_pause_s": p.number("acceptable_pause_ms", 0.0, min=0) / 1000,
+    }
+    s.resolved["phi"] = p.done()
+    return params

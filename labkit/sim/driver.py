@@ -6,7 +6,13 @@ service completion, (hop back) — two events per request in the idealized case.
 (admission, lookup, worker choice, retry) is delegated to the policy core in ``labkit.core``.
 
 Deadlines cost almost nothing: requests enter a FIFO in deadline order (the timeout is one
-value per run), and a single timer is armed for the earliest request still in flight.
+value per run), and a single timer is armed for the earliest request still in flight. Per-attempt
+timeouts and hedging delays are constants too, so they use the same trick.
+
+A request is carried to workers by *attempts* (the first, retries, hedges). Every attempt is
+released exactly once at its gateway — by its reply, its attempt timeout, the request's deadline
+or a sibling's success — which keeps in-flight counts and passive health checks honest when
+workers crash, hang or are cut off (see ``labkit.core.faults`` for what each fault does).
 """
 
 from __future__ import annotations
@@ -24,21 +30,37 @@ import simpy
 from simpy.core import NORMAL
 from simpy.events import Event
 
+from labkit.core.alerts import AlertManager, Sample
 from labkit.core.balancing import LocalLoad, make_balancer
+from labkit.core.detectors import make_detector
+from labkit.core.faults import (
+    ACTUAL_STATES,
+    FaultInstance,
+    WorkerFaultState,
+    plan_faults,
+    worker_name,
+)
 from labkit.core.gateway import GatewayConfig, GatewayPolicy, RetryPolicy, UnknownAgentType
 from labkit.core.outcomes import SEVERITY, Detail
 from labkit.core.registry import (
     EventualView,
+    Health,
     LoadReport,
     Registry,
     RegistryView,
     StrongView,
-    TimeoutDetector,
 )
 from labkit.core.routing import SubscriptionIndex, TopicId, TypePrefixSubscription, TypeSubscription
 from labkit.distributions import BatchSampler
 from labkit.errors import LabkitError, NoWorkerAvailable
 from labkit.results import RecordLog, Results, build_results
+from labkit.results.frames import (
+    REGISTRY_STATES,
+    events_frame,
+    faults_frame,
+    health_frame,
+)
+from labkit.results.window import window_metrics
 from labkit.scenario import Scenario
 from labkit.sim.workload import Arrivals, IntSampler, key_sampler
 
@@ -68,21 +90,21 @@ class Request:
     __slots__ = (
         "agent_type",
         "arrival",
+        "att",
         "attempts",
         "client",
         "deadline",
         "done",
+        "extra",
         "fanout",
         "gw",
-        "inflight",
+        "hedges",
         "key",
         "kind",
+        "live",
         "parent",
         "pending",
-        "result",
         "service_ms",
-        "t_sent",
-        "t_worker",
         "tried",
         "worker",
         "worst",
@@ -96,45 +118,70 @@ class Request:
         self.arrival = arrival
         self.deadline = 0.0
         self.attempts = 0
-        self.worker = -1
+        self.worker = -1  # the worker of the attempt that decided the outcome (or the last sent)
         self.done = False
-        self.inflight = False
+        self.live = 0  # attempts in flight
+        self.att: Attempt | None = None  # the latest attempt
+        self.extra: list[Attempt] | None = None  # earlier attempts still in flight (hedging)
+        self.hedges = 0
         self.tried: list[str] | None = None
         self.parent: Request | None = None
         self.pending = 0
         self.fanout = 0
         self.worst = OK
-        self.result = OK
         self.service_ms = 0.0
-        self.t_worker = 0.0
-        self.t_sent = 0.0
         self.client = -1
 
 
+class Attempt:
+    """One try of a request at one worker; ``active`` until its gateway releases it."""
+
+    __slots__ = ("active", "req", "result", "t_end", "t_sent", "t_worker", "worker")
+
+    def __init__(self, req: Request, worker: int, now: float) -> None:
+        # ``t_worker`` (arrival at the worker), ``result`` and ``t_end`` (crashable runs only)
+        # are set on the way, before anything reads them
+        self.req = req
+        self.worker = worker
+        self.t_sent = now
+        self.active = True
+
+
 class Worker:
-    """A worker process: ``concurrency`` service slots and a FIFO queue with an optional limit."""
+    """A worker process: ``concurrency`` service slots and a FIFO queue with an optional limit.
+
+    ``speed`` is the effective speed (base speed over any ``slow`` factor in force); the fault
+    flags are plain attributes so the no-fault path costs one attribute test.
+    """
 
     __slots__ = (
         "agent_types",
+        "base_speed",
         "busy",
         "busy_ms",
         "concurrency",
+        "error_rate",
         "errors",
         "expired",
+        "extra_s",
+        "faults",
         "index",
         "last_busy_ms",
         "last_errors",
         "last_received",
+        "lost",
         "max_queue",
         "name",
         "queue",
         "queue_limit",
         "queue_samples",
         "queue_sum",
+        "reachable",
         "received",
         "rejected",
         "rt_ewma_ms",
         "served",
+        "serving",
         "speed",
     )
 
@@ -143,16 +190,21 @@ class Worker:
     ):
         self.index = index
         self.name = name
+        self.base_speed = speed
         self.speed = speed
         self.concurrency = concurrency
         self.queue_limit = queue_limit if queue_limit is not None else 1 << 62
         self.busy = 0
-        self.queue: deque[Request] = deque()
+        self.queue: deque[Attempt] = deque()
+        # in service, in start order (a dict, not a set: a crash fails them in a reproducible
+        # order, and set order would follow memory addresses)
+        self.serving: dict[Attempt, None] = {}
         self.received = 0
         self.served = 0
         self.rejected = 0
         self.expired = 0
         self.errors = 0
+        self.lost = 0
         self.busy_ms = 0.0
         self.rt_ewma_ms = 0.0
         self.max_queue = 0
@@ -161,6 +213,10 @@ class Worker:
         self.last_busy_ms = 0.0
         self.last_errors = 0
         self.last_received = 0
+        self.faults = WorkerFaultState()
+        self.reachable = True  # alive and not partitioned
+        self.error_rate = 0.0
+        self.extra_s = 0.0
 
 
 class FleetSim:
@@ -171,7 +227,7 @@ class FleetSim:
         self._heap = env._queue
         self._eid = env._eid
         self.progress = progress
-        seeds = np.random.SeedSequence(sc.seed).spawn(12)
+        seeds = np.random.SeedSequence(sc.seed).spawn(14)
         rngs = [np.random.default_rng(s) for s in seeds]
         py_seed = [int(s.generate_state(1)[0]) for s in seeds]
 
@@ -180,24 +236,31 @@ class FleetSim:
         self.type_index = {t: i for i, t in enumerate(self.agent_types)}
         speeds = w.speed.sample(rngs[0], w.count)
         self.workers = [
-            Worker(i, f"w-{i}", float(speeds[i]), w.concurrency, w.queue_limit)
+            Worker(i, worker_name(i), float(speeds[i]), w.concurrency, w.queue_limit)
             for i in range(w.count)
         ]
         self.by_name = {wk.name: wk for wk in self.workers}
 
         # registry + failure detection
         r = sc.registry
-        self.registry = Registry(
-            TimeoutDetector(r.suspect_timeout_ms / 1000, r.failure_timeout_ms / 1000)
-        )
+        if r.detector == "phi_accrual":
+            # the first silence is judged against the configured heartbeat interval
+            detector = make_detector(
+                "phi_accrual", first_interval_s=r.heartbeat_interval_ms / 1000, **r.phi
+            )
+        else:
+            detector = make_detector(
+                "timeout",
+                suspect_after_s=r.suspect_timeout_ms / 1000,
+                down_after_s=r.failure_timeout_ms / 1000,
+            )
+        self.registry = Registry(detector)
         for wk in self.workers:
             self.registry.register(wk.name, self.agent_types, 0.0, capacity=w.concurrency)
-        self.health_changes: list[dict[str, Any]] = []
-        self.registry.add_listener(
-            lambda wid, old, new, now: self.health_changes.append(
-                {"t_s": now, "worker": wid, "from": str(old), "to": str(new)}
-            )
-        )
+        #: detection and fault events, one dict per row of ``Results.events``
+        self.events: list[dict[str, Any]] = []
+        self.health_changes = 0
+        self.registry.add_listener(self._on_health_change)
 
         # routing
         self.subscriptions = SubscriptionIndex()
@@ -216,6 +279,13 @@ class FleetSim:
             rate_limit_rps=g.rate_limit_rps,
             rate_limit_burst=g.rate_limit_burst,
             api_keys=frozenset(g.api_keys) if g.api_keys else None,
+            attempt_timeout_s=g.attempt_timeout_ms / 1000 if g.attempt_timeout_ms else None,
+            retry_budget=g.retry_budget,
+            hedge_after_s=g.hedge_after_ms / 1000 if g.hedge_after_ms else None,
+            hedge_max_extra=g.hedge_max_extra,
+            outlier=g.outlier,
+            breaker=g.breaker,
+            panic_threshold=g.panic_threshold,
         )
         self.gateways: list[GatewayPolicy] = []
         for i in range(g.count):
@@ -227,11 +297,15 @@ class FleetSim:
             local = LocalLoad(sc.balancer.ewma_tau_s)
             rng = random.Random(py_seed[1] + i)
             balancer = make_balancer(sc.balancer, local, view, rng)
-            self.gateways.append(
-                GatewayPolicy(
-                    f"gw-{i}", gw_config, view, balancer, local, random.Random(py_seed[2] + i)
-                )
+            policy = GatewayPolicy(
+                f"gw-{i}", gw_config, view, balancer, local, random.Random(py_seed[2] + i)
             )
+            policy.on_event = self._gateway_listener(policy.name)
+            if policy.outlier is not None:
+                policy.outlier.hosts = w.count
+            self.gateways.append(policy)
+        self.guarded = bool(self.gateways[0].guards)
+        self.budgeted = gw_config.retry_budget is not None
         self.valid_key = next(iter(gw_config.api_keys)) if gw_config.api_keys else None
         # admission has nothing to decide without auth or a rate limit
         self.admission = bool(gw_config.api_keys) or bool(gw_config.rate_limit_rps)
@@ -261,6 +335,29 @@ class FleetSim:
         self.gw_count = g.count
         self.timeout_s = gw_config.timeout_s
         self.fixed_hop_s = gw_config.overhead_s
+
+        # failure: faults, per-attempt timeouts, hedges, alerts
+        self.faults: list[FaultInstance] = plan_faults(
+            sc.faults, [wk.name for wk in self.workers], sc.duration_s, rngs[11]
+        )
+        self.fault_coin = BatchSampler(_UNIFORM, rngs[12])
+        self.attempt_timer = (
+            _FifoTimer(self, gw_config.attempt_timeout_s, self._attempt_timed_out)
+            if gw_config.attempt_timeout_s
+            else None
+        )
+        self.hedge_timer = (
+            _FifoTimer(self, gw_config.hedge_after_s, self._hedge_due)
+            if gw_config.hedge_after_s
+            else None
+        )
+        self.hedge_max = gw_config.hedge_max_extra
+        #: any per-dispatch work beyond the plain path (guards, attempt timeouts, hedges)
+        self.extras = self.guarded or self.attempt_timer is not None or self.hedge_timer is not None
+        self.crashable = any(f.kind == "crash" for f in self.faults)
+        self.alerts = AlertManager(sc.alerts, sc.slo) if sc.alerts is not None else None
+        self.health_t: list[float] = []
+        self.health_codes: list[np.ndarray] = []
 
         # bookkeeping
         self.log = RecordLog()
@@ -341,6 +438,8 @@ class FleetSim:
             if denied is not None:
                 self._finish(req, denied)
                 return
+        if self.budgeted:
+            gw.request_started(now)
         if is_publish:
             self._publish(req, gw)
         else:
@@ -378,70 +477,107 @@ class FleetSim:
             self._finish(req, Detail.NO_WORKER)
             return
         worker = self.by_name[name]
+        att = Attempt(req, worker.index, now)
+        if req.live:  # a hedge: the earlier attempt stays in flight
+            if req.extra is None:
+                req.extra = [req.att]  # type: ignore[list-item]
+            else:
+                req.extra.append(req.att)  # type: ignore[arg-type]
+        req.att = att
         req.attempts += 1
+        req.live += 1
         req.worker = worker.index
-        req.inflight = True
-        req.t_sent = now
         gw.local.dispatched(name)
         if req.attempts == 1:
             req.service_ms = self.service()
-        delay = self.fixed_hop_s + gw.view.lookup_cost_s
+        if self.extras:
+            if self.guarded:
+                gw.dispatched(name, now)
+            if self.attempt_timer is not None:
+                self.attempt_timer.push(att, now)
+            if self.hedge_timer is not None and req.hedges < self.hedge_max:
+                self.hedge_timer.push(att, now)
+        delay = self.fixed_hop_s + gw.view.lookup_cost_s + worker.extra_s
         if self.net is not None:
             delay += self.net() / 1000
         if delay > 0:
-            self.at(delay, self._on_worker_receive, req)
+            self.at(delay, self._on_worker_receive, att)
         else:
-            self._worker_receive(req)
+            self._worker_receive(att)
 
     def _on_worker_receive(self, ev: Event) -> None:
         self._worker_receive(ev._value)
 
-    def _worker_receive(self, req: Request) -> None:
-        worker = self.workers[req.worker]
+    def _worker_receive(self, att: Attempt) -> None:
+        worker = self.workers[att.worker]
+        if not worker.reachable:
+            self._unreachable(worker, att)
+            return
         worker.received += 1
-        if req.done:  # its deadline passed on the way here
+        if not att.active:  # released on the way here (deadline, timeout, a sibling won)
             worker.expired += 1
             return
-        req.t_worker = self.env.now
+        att.t_worker = self.env.now
         if worker.busy < worker.concurrency:
-            self._start(worker, req)
+            self._start(worker, att)
             return
         queue = worker.queue
         if len(queue) >= worker.queue_limit:
-            # requests whose deadline passed while queued hold no place in the queue
-            # (they sit at the head: FIFO with one timeout per run), so popping is amortised O(1)
-            while queue and queue[0].done:
+            # released attempts hold no place in the queue; they gather at the head (one
+            # timeout per run, FIFO), so popping them is amortised O(1)
+            while queue and not queue[0].active:
                 queue.popleft()
                 worker.expired += 1
         if len(queue) < worker.queue_limit:
-            queue.append(req)
+            queue.append(att)
             if len(queue) > worker.max_queue:
                 worker.max_queue = len(queue)
         else:
             worker.rejected += 1
             worker.errors += 1
-            req.result = Detail.QUEUE_FULL
-            self._reply(req)
+            att.result = Detail.QUEUE_FULL
+            self._reply(worker, att)
 
-    def _start(self, worker: Worker, req: Request) -> None:
+    def _unreachable(self, worker: Worker, att: Attempt) -> None:
+        """An attempt reached a dead or cut-off worker."""
+        faults = worker.faults
+        if faults.alive or faults.hang:
+            return  # partitioned, or a frozen host: nothing comes back
+        # a killed process: the connection is refused, which the gateway hears one hop later
+        att.result = Detail.WORKER_LOST
+        self._send_back(worker, att)
+
+    def _start(self, worker: Worker, att: Attempt) -> None:
         worker.busy += 1
-        ms = req.service_ms / worker.speed
+        ms = att.req.service_ms / worker.speed
         worker.busy_ms += ms
-        self.at(ms / 1000, self._on_complete, req)
+        if self.crashable:  # only a crash needs to know what is in service
+            att.t_end = self.env._now + ms / 1000
+            worker.serving[att] = None
+        self.at(ms / 1000, self._on_complete, att)
 
     def _on_complete(self, ev: Event) -> None:
-        req: Request = ev._value
-        worker = self.workers[req.worker]
-        now = self.env.now
+        att: Attempt = ev._value
+        worker = self.workers[att.worker]
+        if self.crashable:
+            serving = worker.serving
+            if att not in serving:
+                return  # the worker crashed while serving it
+            del serving[att]
+        now = self.env._now
         worker.busy -= 1
         worker.served += 1
-        worker.rt_ewma_ms += WORKER_EWMA_ALPHA * ((now - req.t_worker) * 1000 - worker.rt_ewma_ms)
-        req.result = OK
-        self._reply(req)
+        worker.rt_ewma_ms += WORKER_EWMA_ALPHA * ((now - att.t_worker) * 1000 - worker.rt_ewma_ms)
+        if worker.error_rate and self.fault_coin() < worker.error_rate:
+            att.result = Detail.WORKER_ERROR
+            worker.errors += 1
+        else:
+            att.result = OK
+        self._reply(worker, att)
         queue = worker.queue
         while queue:
             nxt = queue.popleft()
-            if nxt.done or nxt.deadline <= now:
+            if not nxt.active or nxt.req.deadline <= now:
                 # the caller's deadline travels with the request (as gRPC's does): a worker
                 # does not start work nobody is waiting for any more
                 worker.expired += 1
@@ -450,31 +586,68 @@ class FleetSim:
             break
 
     # -- worker → gateway ---------------------------------------------------------------------
-    def _reply(self, req: Request) -> None:
-        delay = self.net() if self.net is not None else 0.0
+    def _reply(self, worker: Worker, att: Attempt) -> None:
+        if not worker.reachable:
+            return  # cut off: the reply is lost
+        self._send_back(worker, att)
+
+    def _send_back(self, worker: Worker, att: Attempt) -> None:
+        delay = self.net() / 1000 if self.net is not None else 0.0
+        delay += worker.extra_s
         if delay > 0:
-            self.at(delay / 1000, self._on_reply, req)
+            self.at(delay, self._on_reply, att)
         else:
-            self._gateway_reply(req)
+            self._gateway_reply(att)
 
     def _on_reply(self, ev: Event) -> None:
         self._gateway_reply(ev._value)
 
-    def _gateway_reply(self, req: Request) -> None:
-        if req.done:
+    def _release(self, att: Attempt, now: float, signal: Detail | None) -> str:
+        """Release an attempt at its gateway; ``signal`` is what passive health checks hear
+        (None: it was cancelled, which says nothing about the worker)."""
+        att.active = False
+        req = att.req
+        req.live -= 1
+        gw = self.gateways[req.gw]
+        name = self.workers[att.worker].name
+        if signal is OK:
+            # this attempt's round trip only: earlier attempts and backoff are not its doing
+            gw.local.finished(name, now, (now - att.t_sent) * 1000)
+        else:
+            gw.local.finished(name, now, None)
+        if self.guarded and signal is not None:
+            gw.attempt_ended(name, signal, now)
+        return name
+
+    def _gateway_reply(self, att: Attempt) -> None:
+        if not att.active:
             self.late_replies += 1
             return
-        now = self.env.now
-        gw = self.gateways[req.gw]
-        name = self.workers[req.worker].name
-        req.inflight = False
-        detail = req.result
-        if detail is OK:
-            # this attempt's round trip only: earlier attempts and backoff are not its doing
-            gw.local.finished(name, now, (now - req.t_sent) * 1000)
+        now = self.env._now
+        req = att.req
+        detail = att.result
+        if detail is OK and not self.guarded:
+            # the common case, ``_release`` inlined: one call less per request
+            att.active = False
+            req.live -= 1
+            self.gateways[req.gw].local.finished(
+                self.workers[att.worker].name, now, (now - att.t_sent) * 1000
+            )
+            req.worker = att.worker
             self._finish(req, OK)
             return
-        gw.local.finished(name, now, None)
+        name = self._release(att, now, detail)
+        if detail is OK:
+            req.worker = att.worker
+            self._finish(req, OK)
+            return
+        self._attempt_failed(req, name, detail, now)
+
+    def _attempt_failed(self, req: Request, name: str, detail: Detail, now: float) -> None:
+        """An attempt ended badly: wait for a sibling still in flight, retry, or give up."""
+        if req.live:
+            return  # a hedge is still out; its outcome decides
+        gw = self.gateways[req.gw]
         delay = gw.after_attempt(detail, req.attempts, now, req.deadline)
         if delay is None:
             self._finish(req, detail)
@@ -487,6 +660,27 @@ class FleetSim:
 
     def _on_retry(self, ev: Event) -> None:
         self._dispatch(ev._value)
+
+    # -- per-attempt timeouts and hedges ------------------------------------------------------
+    def _attempt_timed_out(self, att: Attempt, now: float) -> None:
+        if not att.active:
+            return
+        name = self._release(att, now, Detail.ATTEMPT_TIMEOUT)
+        self._attempt_failed(att.req, name, Detail.ATTEMPT_TIMEOUT, now)
+
+    def _hedge_due(self, att: Attempt, now: float) -> None:
+        req = att.req
+        if not att.active or req.done or req.live != 1 or req.hedges >= self.hedge_max:
+            return
+        if not self.gateways[req.gw].hedge_allowed(now):
+            return
+        req.hedges += 1
+        name = self.workers[att.worker].name
+        if req.tried is None:
+            req.tried = [name]
+        else:
+            req.tried.append(name)
+        self._dispatch(req)
 
     # -- deadlines ----------------------------------------------------------------------------
     def _track_deadline(self, req: Request) -> None:
@@ -502,9 +696,6 @@ class FleetSim:
             req = deadlines.popleft()
             if req.done:
                 continue
-            if req.inflight:
-                req.inflight = False
-                self.gateways[req.gw].local.finished(self.workers[req.worker].name, now, None)
             self._finish(req, Detail.DEADLINE)
         if deadlines:
             self.at(deadlines[0].deadline - now, self._on_deadline_timer)
@@ -514,6 +705,18 @@ class FleetSim:
     # -- endings ------------------------------------------------------------------------------
     def _finish(self, req: Request, detail: Detail) -> None:
         req.done = True
+        if req.live:
+            # attempts still out are cancelled; at the deadline they count as the worker's
+            # timeouts, after a sibling's success they say nothing about their worker
+            now = self.env.now
+            signal = Detail.DEADLINE if detail is Detail.DEADLINE else None
+            att = req.att
+            if att is not None and att.active:
+                self._release(att, now, signal)
+            if req.extra:
+                for other in req.extra:
+                    if other.active:
+                        self._release(other, now, signal)
         parent = req.parent
         if parent is not None:
             # a publish ends as badly as its worst delivery, with its most-retried attempts
@@ -546,6 +749,76 @@ class FleetSim:
         if self.arrivals_over and self.outstanding == 0 and not self.drained.triggered:
             self.drained.succeed()
 
+    # -- events -------------------------------------------------------------------------------
+    def _event(self, t: float, worker: str, source: str, event: str, gateway: str = "") -> None:
+        self.events.append(
+            {"t_s": t, "worker": worker, "source": source, "event": event, "gateway": gateway}
+        )
+
+    def _on_health_change(self, worker: str, old: Health, new: Health, now: float) -> None:
+        self.health_changes += 1
+        self._event(now, worker, "registry", str(new))
+
+    def _gateway_listener(self, gateway: str) -> Callable[[str, str, str, float], None]:
+        def listener(worker: str, source: str, event: str, now: float) -> None:
+            self._event(now, worker, source, event, gateway)
+
+        return listener
+
+    # -- faults -------------------------------------------------------------------------------
+    def _schedule_faults(self) -> None:
+        for inst in self.faults:
+            self.at(inst.start_s, self._on_fault, (inst, True))
+            if inst.end_s is not None:
+                self.at(inst.end_s, self._on_fault, (inst, False))
+
+    def _on_fault(self, ev: Event) -> None:
+        inst, starting = ev._value
+        now = self.env.now
+        targets = [self.by_name[n] for n in inst.workers] if inst.workers else list(self.workers)
+        if not inst.workers:
+            self._event(now, "", "fault", inst.kind if starting else f"{inst.kind}_end")
+        for wk in targets:
+            was_alive = wk.faults.alive
+            wk.faults.apply(inst, starting)
+            self._refresh_worker(wk)
+            if was_alive and not wk.faults.alive:
+                self._crash(wk, now)
+            elif not was_alive and wk.faults.alive:
+                self._restart(wk, now)
+            elif inst.workers:
+                self._event(now, wk.name, "fault", inst.kind if starting else f"{inst.kind}_end")
+
+    def _refresh_worker(self, wk: Worker) -> None:
+        f = wk.faults
+        wk.reachable = f.reachable
+        wk.speed = wk.base_speed / f.slowdown
+        wk.error_rate = f.error_rate
+        wk.extra_s = f.extra_s
+
+    def _crash(self, wk: Worker, now: float) -> None:
+        """The process dies with its work; the gateway hears of it only as the connection
+        mode allows (see ``labkit.core.faults``)."""
+        self._event(now, wk.name, "fault", "crash")
+        lost = list(wk.serving)
+        for a in lost:
+            wk.busy_ms -= max(0.0, a.t_end - now) * 1000
+        lost += [a for a in wk.queue if a.active]
+        wk.serving.clear()
+        wk.queue.clear()
+        wk.busy = 0
+        wk.lost += len(lost)
+        if not wk.faults.hang:
+            for att in lost:
+                att.result = Detail.WORKER_LOST
+                self._send_back(wk, att)
+
+    def _restart(self, wk: Worker, now: float) -> None:
+        """Back with an empty queue, registered afresh."""
+        self._event(now, wk.name, "fault", "restart")
+        wk.rt_ewma_ms = 0.0
+        self.registry.register(wk.name, self.agent_types, now, capacity=wk.concurrency)
+
     # -- background processes -----------------------------------------------------------------
     def _heartbeats(self, bucket: int, buckets: int):  # type: ignore[no-untyped-def]
         """Workers heartbeat every interval, spread over ``buckets`` phases; reports age."""
@@ -557,6 +830,8 @@ class FleetSim:
         while True:
             now = env.now
             for wk in mine:
+                if not wk.reachable:
+                    continue  # dead or cut off: no heartbeat reaches the registry
                 capacity_ms = interval * 1000 * wk.concurrency
                 received = wk.received - wk.last_received
                 report = LoadReport(
@@ -589,6 +864,52 @@ class FleetSim:
             n.append(self.outstanding)
             yield env.timeout(SAMPLE_INTERVAL_S)
 
+    def _health_sampler(self):  # type: ignore[no-untyped-def]
+        """Once a second: each worker's truth, registry verdict and gateway view (as codes)."""
+        env = self.env
+        registry = self.registry
+        actual_code = {s: i for i, s in enumerate(ACTUAL_STATES)}
+        health_code = {h: i for i, h in enumerate(REGISTRY_STATES)}
+        names = [wk.name for wk in self.workers]
+        guarded = [g for g in self.gateways if g.guards]
+        while True:
+            now = env.now
+            codes = np.empty((3, len(self.workers)), dtype=np.int8)
+            codes[0] = [actual_code[wk.faults.actual] for wk in self.workers]
+            codes[1] = [health_code[registry.health_of(n)] for n in names]
+            codes[2] = 0
+            for g in guarded:
+                state = _gateway_states(g, names, now)
+                np.maximum(codes[2], state, out=codes[2])
+            self.health_t.append(now)
+            self.health_codes.append(codes)
+            yield env.timeout(1.0)
+
+    def _alert_loop(self):  # type: ignore[no-untyped-def]
+        """Evaluate the alert rules on the metric stream every evaluation interval."""
+        manager = self.alerts
+        assert manager is not None
+        interval = manager.config.evaluation_interval_s
+        slo = self.sc.slo
+        env = self.env
+        read_from = 0
+        while True:
+            yield env.timeout(interval)
+            now = env.now
+            values, events, bad, read_from = window_metrics(self.log, read_from, now, interval, slo)
+            counts = self.registry.health_counts()
+            ejected: set[str] = set()
+            for g in self.gateways:
+                ejected |= g.blocked(now)
+            values.update(
+                workers_down=counts[Health.DOWN],
+                workers_suspect=counts[Health.SUSPECT],
+                workers_unhealthy=counts[Health.DOWN] + counts[Health.SUSPECT],
+                workers_ejected=len(ejected),
+                in_flight=self.outstanding,
+            )
+            manager.evaluate(now, Sample(values=values, events=events, bad_events=bad))
+
     def _progress(self):  # type: ignore[no-untyped-def]
         step = self.sc.duration_s / 100
         while True:
@@ -604,6 +925,10 @@ class FleetSim:
             env.process(self._heartbeats(b, buckets))
         env.process(self._detector())
         env.process(self._sampler())
+        env.process(self._health_sampler())
+        if self.alerts is not None:
+            env.process(self._alert_loop())
+        self._schedule_faults()
         if self.progress is not None:
             env.process(self._progress())
         if self.arrivals is not None:
@@ -631,11 +956,13 @@ class FleetSim:
         workers = pd.DataFrame(
             {
                 "worker": [w.name for w in self.workers],
-                "speed": [w.speed for w in self.workers],
+                "speed": [w.base_speed for w in self.workers],
                 "received": [w.received for w in self.workers],
                 "served": [w.served for w in self.workers],
                 "rejected": [w.rejected for w in self.workers],
                 "expired": [w.expired for w in self.workers],
+                "errors": [w.errors for w in self.workers],
+                "lost": [w.lost for w in self.workers],
                 "busy_s": [w.busy_ms / 1000 for w in self.workers],
                 "utilization": [w.busy_ms / 1000 / (span * w.concurrency) for w in self.workers],
                 "mean_queue": [
@@ -658,22 +985,98 @@ class FleetSim:
                 if len(measured)
                 else None,
                 "registry_refreshes": sum(getattr(g.view, "refreshes", 0) for g in self.gateways),
-                "health_changes": len(self.health_changes),
+                "health_changes": self.health_changes,
             },
+            "resilience": _resilience(self.gateways),
         }
+        names = [w.name for w in self.workers]
         return build_results(
             sc,
             self.log,
             driver="sim",
             agent_types=self.agent_types,
-            worker_names=[w.name for w in self.workers],
+            worker_names=names,
             workers=workers,
             samples=samples,
             extra=extra,
+            faults=faults_frame(self.faults),
+            events=events_frame(self.events),
+            health=health_frame(self.health_t, self.health_codes, names),
+            alerts=self.alerts,
         )
 
 
 from labkit.distributions import parse_distribution  # noqa: E402
+
+
+class _FifoTimer:
+    """Timeouts of one fixed length: items expire in the order they were pushed.
+
+    Since every item waits the same ``delay``, one armed event (for the oldest item) serves
+    them all, as the deadline FIFO does.
+    """
+
+    __slots__ = ("armed", "delay", "fire", "items", "sim")
+
+    def __init__(self, sim: FleetSim, delay: float, fire: Callable[[Attempt, float], None]) -> None:
+        self.sim = sim
+        self.delay = delay
+        self.fire = fire
+        self.items: deque[tuple[float, Attempt]] = deque()
+        self.armed = False
+
+    def push(self, item: Attempt, now: float) -> None:
+        self.items.append((now + self.delay, item))
+        if not self.armed:
+            self.armed = True
+            self.sim.at(self.delay, self._on_timer)
+
+    def _on_timer(self, _: Any) -> None:
+        now = self.sim.env.now
+        items = self.items
+        while items and items[0][0] <= now:
+            _, item = items.popleft()
+            if item.active:
+                self.fire(item, now)
+        while items and not items[0][1].active:
+            items.popleft()
+        if items:
+            self.sim.at(items[0][0] - now, self._on_timer)
+        else:
+            self.armed = False
+
+
+def _resilience(gateways: list[GatewayPolicy]) -> dict[str, int]:
+    """What the gateways' failure handling did, summed over gateways."""
+    return {
+        "retries": sum(g.retries for g in gateways),
+        "hedges": sum(g.hedges for g in gateways),
+        "retry_budget_denied": sum(g.budget_denied for g in gateways),
+        "panic_routes": sum(g.panic_routes for g in gateways),
+        "ejections": sum(g.outlier.ejections for g in gateways if g.outlier is not None),
+        "breaker_opens": sum(g.breakers.opened for g in gateways if g.breakers is not None),
+    }
+
+
+def _gateway_states(gw: GatewayPolicy, names: list[str], now: float) -> np.ndarray:
+    """Per worker, how this gateway's passive checks treat it (index into GATEWAY_STATES)."""
+    out = np.zeros(len(names), dtype=np.int8)
+    if gw.outlier is not None:
+        ejected = gw.outlier.blocked(now)
+        if ejected:
+            for i, n in enumerate(names):
+                if n in ejected:
+                    out[i] = 2
+    if gw.breakers is not None:
+        state = gw.breakers.state
+        for i, n in enumerate(names):
+            st = state(n, now)
+            if st == "open":
+                out[i] = 3
+            elif st == "half_open" and out[i] < 1:
+                out[i] = 1
+    return out
+
 
 _new_call = object.__new__
 _UNIFORM = parse_distribution({"dist": "uniform", "low": 0, "high": 1}, unit="")
