@@ -506,6 +506,8 @@ SEVERITY_COLORS: dict[str, str] = {
     "info": "#7f8c8d",
 }
 _OTHER_SEVERITY_COLOR = "#7f8c8d"
+#: keeps a note legible over fault spans and marker lines
+_NOTE_BOX = {"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8}
 
 #: ``(state, legend label, colour)`` of a :func:`health_heatmap` cell; a cell's value in the
 #: image is the index of its state here. ``routed_to_dead`` (red) is the cell users must notice:
@@ -688,7 +690,11 @@ def _add_legend(legend: dict[str, Artist], label: str, handle: Artist) -> None:
 
 
 def _shade_faults(ax: Axes, faults: list[_Fault], x_end: float, legend: dict[str, Artist]) -> None:
-    """Fault spans (a NaN end runs to the end of the data) and detection/recovery markers."""
+    """Fault spans (a NaN end runs to the end of the data) and detection/recovery markers.
+
+    With many faults the markers get thinner and paler so the data stays readable.
+    """
+    lw, alpha = (0.8, 0.6) if len(faults) > MAX_FAULT_DETAILS else (1.2, 0.9)
     for f in faults:
         color = _fault_color(f.kind)
         end = f.end if math.isfinite(f.end) else x_end
@@ -700,7 +706,7 @@ def _shade_faults(ax: Axes, faults: list[_Fault], x_end: float, legend: dict[str
         dark = _darker(color)
         for x, style, gid in ((f.detected, "--", "detected"), (f.recovered, "-", "recovered")):
             if math.isfinite(x):
-                line = ax.axvline(x, color=dark, ls=style, lw=1.2, alpha=0.9, zorder=1.5)
+                line = ax.axvline(x, color=dark, ls=style, lw=lw, alpha=alpha, zorder=1.5)
                 line.set_gid(f"{gid}:{f.fault}")
     if any(math.isfinite(f.detected) for f in faults):
         _add_legend(legend, "fault detected", Line2D([], [], color="0.25", ls="--", lw=1.2))
@@ -734,9 +740,10 @@ def _label_faults(ax: Axes, faults: list[_Fault], x0: float, x_end: float, detai
         if f.start >= x_end:
             continue
         label = _fault_label(f, detail)
-        x = max(f.start, x0)
         chars = max(len(line) for line in label.split("\n"))
         width = (chars * 0.6 * fontsize + 6) * data_per_pt
+        # at the fault's start, or pulled left so a late fault's label stays inside the axes
+        x = max(min(f.start, x_end - width), x0)
         row = next((r for r, end in enumerate(row_ends) if end < x), None)
         if row is None:
             continue
@@ -796,7 +803,16 @@ def _draw_alerts(
     names = _alert_names(alerts)
     if not names:
         message = "No alert data" if alerts is None else "No alerts fired"
-        ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color="0.35")
+        ax.text(
+            0.5,
+            0.5,
+            message,
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            color="0.35",
+            bbox=_NOTE_BOX,
+        )
         ax.set_yticks([])
         ax.set_ylim(0, 1)
         return
@@ -865,6 +881,21 @@ def _draw_alerts(
             fontsize=7.5,
             color="0.35",
         )
+
+
+def _error_rate(ts: pd.DataFrame) -> np.ndarray:
+    """The error-rate column as a fraction, or (failed+rejected+timed_out)/ended without it."""
+    if "error_rate" in ts:
+        err = ts["error_rate"].to_numpy(dtype=np.float64)
+        # a fraction never exceeds 1: larger values can only be percents
+        return err / 100.0 if np.nanmax(err, initial=0.0) > 1.0 + 1e-9 else err
+    bad = np.zeros(len(ts))
+    for col in ("failed", "rejected", "timed_out"):
+        if col in ts:
+            bad += ts[col].to_numpy(dtype=np.float64)
+    ended = bad + (ts["completed"].to_numpy(dtype=np.float64) if "completed" in ts else 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ended > 0, bad / ended, np.nan)
 
 
 def _legend_rank(label: str) -> int:
@@ -953,10 +984,16 @@ def recovery_timeline(
         throughput = np.full(len(t), np.nan)
     green = STATUS_COLORS["completed"]
     ax_tp.fill_between(
-        edges, steps(np.nan_to_num(throughput)), step="post", color=green, alpha=0.3, lw=0, zorder=1
+        edges,
+        steps(np.nan_to_num(throughput)),
+        step="post",
+        color=green,
+        alpha=0.15,
+        lw=0,
+        zorder=1,
     )
     ax_tp.step(edges, steps(throughput), where="post", color=green, lw=1.3, zorder=2)
-    _add_legend(legend, "completed / s", Patch(facecolor=to_rgba(green, 0.45), edgecolor=green))
+    _add_legend(legend, "completed / s", Patch(facecolor=to_rgba(green, 0.25), edgecolor=green))
     top = float(np.nanmax(throughput, initial=0.0))
     if "offered" in ts:
         offered = ts["offered"].to_numpy(dtype=np.float64) / dt
@@ -967,21 +1004,7 @@ def recovery_timeline(
     ax_tp.grid(axis="y", alpha=0.3)
 
     # (b) error rate, always on the full 0–100 % scale so runs compare at a glance
-    if "error_rate" in ts:
-        err = ts["error_rate"].to_numpy(dtype=np.float64)
-        if np.nanmax(err, initial=0.0) > 1.0 + 1e-9:  # a fraction never exceeds 1: percents
-            err = err / 100.0
-    else:
-        bad = sum(
-            ts[c].to_numpy(dtype=np.float64) for c in ("failed", "rejected", "timed_out") if c in ts
-        )
-        ended = bad + (ts["completed"].to_numpy(dtype=np.float64) if "completed" in ts else 0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            err = (
-                np.where(ended > 0, bad / ended, np.nan)
-                if np.ndim(bad)
-                else np.full(len(t), np.nan)
-            )
+    err = _error_rate(ts)
     red = STATUS_COLORS["failed"]
     ax_err.fill_between(
         edges, steps(np.nan_to_num(err)), step="post", color=red, alpha=0.3, lw=0, zorder=1
@@ -1003,11 +1026,12 @@ def recovery_timeline(
             va="top",
             fontsize=8,
             color="0.3",
+            bbox=_NOTE_BOX,
         )
 
     # (c) latency: p50 is the typical request, p99 what the unlucky ones saw
     has_latency = False
-    for col, label, color, width in (("p50_ms", "p50", "C0", 1.3), ("p99_ms", "p99", "C3", 1.3)):
+    for col, label, color, width in (("p50_ms", "p50", "C0", 1.3), ("p99_ms", "p99", "0.15", 1.3)):
         if col not in ts:
             continue
         y = ts[col].to_numpy(dtype=np.float64)
@@ -1042,20 +1066,23 @@ def recovery_timeline(
     ax_alerts.set_xlabel("time (s)")
 
     detail = _has_rows(recovery) and len(fault_list) <= MAX_FAULT_DETAILS
-    rows = _label_faults(ax_tp, fault_list, x0, x_end, detail)
-    room = _head_room(ax_tp, rows, detail)
-    ax_tp.set_ylim(0, max(1.0, top * 1.05) / (1.0 - room))
-    if not fault_list:
-        ax_tp.text(
-            0.005,
-            0.97,
+    if fault_list:
+        rows = _label_faults(ax_tp, fault_list, x0, x_end, detail)
+    else:
+        ax_tp.annotate(
             "no faults injected",
-            transform=ax_tp.transAxes,
+            xy=(0.0, 1.0),
+            xycoords="axes fraction",
+            xytext=(4, -2),
+            textcoords="offset points",
             ha="left",
             va="top",
             fontsize=8,
             color="0.35",
         )
+        rows = 1
+    room = _head_room(ax_tp, rows, detail)
+    ax_tp.set_ylim(0, max(1.0, top * 1.05) / (1.0 - room))
 
     # legend order: the data, then what broke, then how it was noticed and handled
     order = sorted(legend, key=_legend_rank)
@@ -1183,10 +1210,8 @@ def health_heatmap(
         if n_affected > max_workers:
             worst = np.argsort(-off[shown].sum(axis=1), kind="stable")[:max_workers]
             shown = np.sort(shown[worst])
-            notes.append(f"the {max_workers:,} most affected of {n_affected:,} affected workers")
-        else:
-            notes.append(f"the {n_affected:,} workers that ever left healthy/up")
-        notes.append(f"{n_total - n_affected:,} always healthy and up not shown")
+            notes.append(f"the {max_workers:,} most affected of {n_affected:,} shown")
+        notes.append(f"{n_total - n_affected:,} workers always healthy and up not shown")
     elif not affected.any():
         notes.append("every worker stayed healthy and up")
 
@@ -1201,8 +1226,8 @@ def health_heatmap(
     x_end = t0 + n_cols * dt
 
     fig, ax = _figure(ax, (12, float(np.clip(2.6 + 0.07 * n_rows, 3.8, 9.0))))
-    cmap = ListedColormap([color for _, _, color in HEALTH_STATES])
-    cmap.set_bad("white")  # no sample for that worker in that bin
+    # white: no sample for that worker in that bin
+    cmap = ListedColormap([color for _, _, color in HEALTH_STATES]).with_extremes(bad="white")
     ax.imshow(
         np.ma.masked_less(state_grid, 0),
         cmap=cmap,

@@ -153,6 +153,7 @@ class GatewayPolicy:
         # agent type -> (pool it was derived from, guard versions, routable pool, in panic)
         self._routable: dict[str, tuple[Pool, tuple[int, ...], Pool, bool]] = {}
         self._calm: dict[str, Pool] = {}  # pools known not to be in panic (no guards)
+        self._last_calm: Pool | None = None  # the latest of them: one comparison per request
 
     def _relay(self, source: str) -> Callable[[WorkerId, str, float], None]:
         def relay(worker: WorkerId, event: str, now: float) -> None:
@@ -190,7 +191,11 @@ class GatewayPolicy:
         pool = self.view.pool(agent_type, now)
         if pool is None:
             raise UnknownAgentType(agent_type)
-        if self.guards or (self._panic > 0 and self._calm.get(pool.agent_type) is not pool):
+        if self.guards or (
+            self._panic > 0
+            and pool is not self._last_calm
+            and self._calm.get(pool.agent_type) is not pool
+        ):
             pool = self._routable_pool(pool, now)
         return self.balancer.pick(pool, key, now, exclude)
 
@@ -238,8 +243,11 @@ class GatewayPolicy:
             # the view hands out a different pool
             if panic:
                 self._calm.pop(agent_type, None)
+                if self._last_calm is not None and self._last_calm.agent_type == agent_type:
+                    self._last_calm = None
             else:
                 self._calm[agent_type] = pool
+                self._last_calm = pool
         return routable
 
     def dispatched(self, worker: WorkerId, now: float) -> None:

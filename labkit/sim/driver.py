@@ -134,17 +134,14 @@ class Request:
 
 
 class Attempt:
-    """One try of a request at one worker; ``active`` until its gateway releases it."""
+    """One try of a request at one worker; ``active`` until its gateway releases it.
+
+    Built in ``_dispatch`` without ``__init__`` (it is on the hot path): ``req``, ``worker``,
+    ``t_sent`` and ``active`` are set there; ``t_worker`` (arrival at the worker), ``result`` and
+    ``t_end`` (crashable runs only) are set on the way, before anything reads them.
+    """
 
     __slots__ = ("active", "req", "result", "t_end", "t_sent", "t_worker", "worker")
-
-    def __init__(self, req: Request, worker: int, now: float) -> None:
-        # ``t_worker`` (arrival at the worker), ``result`` and ``t_end`` (crashable runs only)
-        # are set on the way, before anything reads them
-        self.req = req
-        self.worker = worker
-        self.t_sent = now
-        self.active = True
 
 
 class Worker:
@@ -477,7 +474,12 @@ class FleetSim:
             self._finish(req, Detail.NO_WORKER)
             return
         worker = self.by_name[name]
-        att = Attempt(req, worker.index, now)
+        # Attempt(req, worker.index, now) without the call: two of these per request matter
+        att = _new_call(Attempt)
+        att.req = req
+        att.worker = worker.index
+        att.t_sent = now
+        att.active = True
         if req.live:  # a hedge: the earlier attempt stays in flight
             if req.extra is None:
                 req.extra = [req.att]  # type: ignore[list-item]
