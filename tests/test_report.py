@@ -246,3 +246,29 @@ def test_comparison_and_given_axes(results: Results) -> None:
     assert axes[0].get_yscale() == "log"
     labels = [t.get_text() for t in axes[0].get_legend().get_texts()]
     assert labels[0].startswith("A") and labels[1].startswith("B")
+
+
+def test_a_failure_run_leads_its_report_with_recovery(tmp_path: Path) -> None:
+    import json
+
+    from labkit.scenario import load_scenario
+    from labkit.sim import simulate
+    from tests.conftest import SCENARIOS
+
+    results = simulate(load_scenario(SCENARIOS / "failure_latency_spike.yaml"))
+    paths = results.write(tmp_path)
+    for name in ("recovery_timeline", "health_heatmap", "faults", "recovery", "alerts", "events"):
+        assert paths[name].exists(), name
+    html = paths["report"].read_text()
+    assert html.index("recovery_timeline.png") < html.index("latency_percentiles.png")
+    assert "Faults: detection and recovery" in html and "alert:HighP99" in html
+    summary = json.loads(paths["summary"].read_text())
+    (fault,) = summary["faults"]
+    assert fault["kind"] == "latency_spike" and fault["detected_by"] == "alert:HighP99"
+    assert summary["alerts"]["fired"] >= 1
+    text = format_summary(summary)
+    assert "fault 0" in text and "latency_spike all workers at 30 s" in text
+    assert "alerts " in text and "slo " in text
+    # a run without faults keeps its report as it was
+    plain = format_summary(results.summary | {"faults": [], "alerts": None})
+    assert "fault " not in plain

@@ -309,3 +309,95 @@ def test_alerts_fire_on_the_crash_and_resolve_after_restart() -> None:
     counts = results.summary["alerts"]
     assert counts["fired"] == len(alerts)
     assert counts["by_rule"]["WorkerDown"] == 1
+
+
+# -- regressions found in review ------------------------------------------------------------------
+
+
+def test_a_cancelled_half_open_probe_frees_its_slot() -> None:
+    """A probe abandoned because its hedge sibling won used to hold the only probe slot for
+    good, keeping the worker out of rotation for the rest of the run."""
+    results = run(
+        fleet(
+            workers={
+                "count": 4,
+                "concurrency": 4,
+                "service_time": {"dist": "exponential", "mean_ms": 10},
+            },
+            workload={"arrival": {"process": "poisson", "rate_rps": 200}},
+            gateway={
+                "timeout_ms": 1000,
+                "panic_threshold": 0,
+                "hedging": {"after_ms": 5},
+                "circuit_breaker": {"failure_threshold": 3, "open_s": 0.5, "close_after": 2},
+            },
+            faults=[
+                {"at_s": 2, "kind": "flaky", "workers": ["w-0"], "error_rate": 1.0, "for_s": 2}
+            ],
+        )
+    )
+    ev = results.events
+    breaker = ev[(ev["worker"] == "w-0") & (ev["source"] == "breaker")]
+    assert breaker["event"].iloc[-1] == "closed"
+    rec = results.records
+    assert (rec[rec["arrival_s"] > 6]["worker"] == "w-0").mean() > 0.15
+
+
+def test_max_extra_hedges_send_that_many_copies() -> None:
+    data = fleet(
+        workers={
+            "count": 6,
+            "concurrency": 8,
+            "service_time": {"dist": "constant", "value_ms": 100},
+        },
+        workload={"arrival": {"process": "poisson", "rate_rps": 20}},
+    )
+    for extra in (1, 3):
+        data["gateway"] = {"timeout_ms": 1000, "hedging": {"after_ms": 10, "max_extra": extra}}
+        results = run(data)
+        assert results.records["attempts"].max() == 1 + extra
+        assert results.summary["resilience"]["hedges"] == extra * len(results.records)
+
+
+def test_a_worker_restarted_inside_a_partition_registers_when_it_heals() -> None:
+    results = run(
+        fleet(
+            faults=[
+                {"at_s": 3, "kind": "partition", "workers": ["w-0"], "for_s": 8},
+                {"at_s": 5, "kind": "crash", "workers": ["w-0"], "restart_after_s": 1},
+            ]
+        )
+    )
+    ev = results.events
+    reg = ev[(ev["worker"] == "w-0") & (ev["source"] == "registry")]
+    healthy = reg[reg["event"] == "healthy"]["t_s"]
+    assert healthy.min() >= 11.0  # not at the restart (6 s), which the registry cannot hear
+    rec = results.records
+    sent = rec[(rec["worker"] == "w-0") & rec["arrival_s"].between(6, 11)]
+    assert len(sent) == 0
+
+
+def test_heartbeats_never_report_negative_cpu_after_a_crash() -> None:
+    seen: list[float] = []
+    data = fleet(
+        workers={
+            "count": 2,
+            "concurrency": 1,
+            "service_time": {"dist": "constant", "value_ms": 400},
+        },
+        workload={"arrival": {"process": "poisson", "rate_rps": 4}},
+        faults=[{"at_s": 1.2, "kind": "crash", "workers": ["w-0"], "restart_after_s": 0.1}],
+    )
+    from labkit.sim.driver import FleetSim
+
+    sim = FleetSim(scenario_from_dict(data))
+    original = sim.registry.heartbeat
+
+    def spy(worker: str, now: float, report=None):  # type: ignore[no-untyped-def]
+        if report is not None:
+            seen.append(report.cpu)
+        return original(worker, now, report)
+
+    sim.registry.heartbeat = spy  # type: ignore[method-assign]
+    sim.run()
+    assert seen and min(seen) >= 0.0

@@ -163,6 +163,18 @@ class CircuitBreakers:
         if b.in_flight == self.config.half_open_probes:
             self._sync(worker, True)
 
+    def cancelled(self, worker: WorkerId, now: float) -> None:
+        """An attempt to ``worker`` was abandoned without an outcome (a sibling won, or the
+        request ended): while half-open its probe slot is freed, or the breaker would stay
+        half-open and blocked for good."""
+        if now >= self.next_change_at:
+            self._advance(now)
+        b = self._breakers.get(worker)
+        if b is None or b.state is not _HALF_OPEN or b.in_flight == 0:
+            return
+        b.in_flight -= 1
+        self._sync(worker, b.in_flight >= self.config.half_open_probes)
+
     def forget(self, worker: WorkerId) -> None:
         """Drop ``worker``'s breaker (it left the fleet); silent to ``on_change``."""
         self._breakers.pop(worker, None)

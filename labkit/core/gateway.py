@@ -262,6 +262,12 @@ class GatewayPolicy:
             for guard in self.guards:
                 guard.record(worker, ok, now)
 
+    def attempt_cancelled(self, worker: WorkerId, now: float) -> None:
+        """An attempt was abandoned with no outcome (a hedge sibling won, or its request
+        ended): nothing to learn about the worker, but a half-open probe slot comes back."""
+        for guard in self.guards:
+            guard.cancelled(worker, now)
+
     def blocked(self, now: float) -> frozenset[WorkerId]:
         """Workers this gateway's passive checks keep out of rotation now."""
         out: frozenset[WorkerId] = frozenset()

@@ -154,6 +154,9 @@ class OutlierDetector:
     def dispatched(self, worker: WorkerId, now: float) -> None:
         """No-op: ejection needs no in-flight accounting (kept for a common surface)."""
 
+    def cancelled(self, worker: WorkerId, now: float) -> None:
+        """No-op: an abandoned attempt says nothing about its worker."""
+
     # -- queries ------------------------------------------------------------------------------
     def blocked(self, now: float) -> frozenset[WorkerId]:
         """The workers ejected at ``now`` (expired ejections are returned first)."""

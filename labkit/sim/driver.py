@@ -354,6 +354,7 @@ class FleetSim:
         self.crashable = any(f.kind == "crash" for f in self.faults)
         self.alerts = AlertManager(sc.alerts, sc.slo) if sc.alerts is not None else None
         self.health_t: list[float] = []
+        self.unregistered: set[str] = set()  # restarted while cut off from the registry
         self.health_codes: list[np.ndarray] = []
 
         # bookkeeping
@@ -458,7 +459,7 @@ class FleetSim:
             self._dispatch(child)
 
     # -- gateway → worker ---------------------------------------------------------------------
-    def _dispatch(self, req: Request) -> None:
+    def _dispatch(self, req: Request, hedge: bool = False) -> None:
         if req.done:
             return
         now = self.env.now
@@ -467,12 +468,15 @@ class FleetSim:
             name = gw.route(
                 self.agent_types[req.agent_type], self.key_names[req.key], now, req.tried
             )
-        except UnknownAgentType:
-            self._finish(req, Detail.UNKNOWN_TYPE)
+        except NoWorkerAvailable as exc:
+            if not hedge:  # a hedge with nowhere to go is simply not sent
+                unknown = isinstance(exc, UnknownAgentType)
+                self._finish(req, Detail.UNKNOWN_TYPE if unknown else Detail.NO_WORKER)
             return
-        except NoWorkerAvailable:
-            self._finish(req, Detail.NO_WORKER)
-            return
+        if hedge:
+            if not gw.hedge_allowed(now):
+                return
+            req.hedges += 1
         worker = self.by_name[name]
         # Attempt(req, worker.index, now) without the call: two of these per request matter
         att = _new_call(Attempt)
@@ -543,7 +547,7 @@ class FleetSim:
     def _unreachable(self, worker: Worker, att: Attempt) -> None:
         """An attempt reached a dead or cut-off worker."""
         faults = worker.faults
-        if faults.alive or faults.hang:
+        if faults.alive or faults.hang or faults.partitioned:
             return  # partitioned, or a frozen host: nothing comes back
         # a killed process: the connection is refused, which the gateway hears one hop later
         att.result = Detail.WORKER_LOST
@@ -617,8 +621,11 @@ class FleetSim:
             gw.local.finished(name, now, (now - att.t_sent) * 1000)
         else:
             gw.local.finished(name, now, None)
-        if self.guarded and signal is not None:
-            gw.attempt_ended(name, signal, now)
+        if self.guarded:
+            if signal is None:
+                gw.attempt_cancelled(name, now)
+            else:
+                gw.attempt_ended(name, signal, now)
         return name
 
     def _gateway_reply(self, att: Attempt) -> None:
@@ -648,7 +655,12 @@ class FleetSim:
     def _attempt_failed(self, req: Request, name: str, detail: Detail, now: float) -> None:
         """An attempt ended badly: wait for a sibling still in flight, retry, or give up."""
         if req.live:
-            return  # a hedge is still out; its outcome decides
+            # a sibling is still out and its outcome decides; a retry after it avoids this one
+            if req.tried is None:
+                req.tried = [name]
+            elif name not in req.tried:
+                req.tried.append(name)
+            return
         gw = self.gateways[req.gw]
         delay = gw.after_attempt(detail, req.attempts, now, req.deadline)
         if delay is None:
@@ -671,18 +683,16 @@ class FleetSim:
         self._attempt_failed(att.req, name, Detail.ATTEMPT_TIMEOUT, now)
 
     def _hedge_due(self, att: Attempt, now: float) -> None:
+        """The newest attempt has been out ``hedge_after``: send one more copy elsewhere."""
         req = att.req
-        if not att.active or req.done or req.live != 1 or req.hedges >= self.hedge_max:
+        if not att.active or req.done or att is not req.att or req.hedges >= self.hedge_max:
             return
-        if not self.gateways[req.gw].hedge_allowed(now):
-            return
-        req.hedges += 1
         name = self.workers[att.worker].name
         if req.tried is None:
             req.tried = [name]
-        else:
+        elif name not in req.tried:
             req.tried.append(name)
-        self._dispatch(req)
+        self._dispatch(req, hedge=True)
 
     # -- deadlines ----------------------------------------------------------------------------
     def _track_deadline(self, req: Request) -> None:
@@ -790,6 +800,10 @@ class FleetSim:
                 self._restart(wk, now)
             elif inst.workers:
                 self._event(now, wk.name, "fault", inst.kind if starting else f"{inst.kind}_end")
+            if wk.reachable and wk.name in self.unregistered:
+                # restarted inside a partition: it registers when the partition heals
+                self.unregistered.discard(wk.name)
+                self.registry.register(wk.name, self.agent_types, now, capacity=wk.concurrency)
 
     def _refresh_worker(self, wk: Worker) -> None:
         f = wk.faults
@@ -802,24 +816,28 @@ class FleetSim:
         """The process dies with its work; the gateway hears of it only as the connection
         mode allows (see ``labkit.core.faults``)."""
         self._event(now, wk.name, "fault", "crash")
-        lost = list(wk.serving)
-        for a in lost:
+        for a in wk.serving:
             wk.busy_ms -= max(0.0, a.t_end - now) * 1000
-        lost += [a for a in wk.queue if a.active]
+        # the next heartbeat reports busy time since the last one: never below zero
+        wk.last_busy_ms = min(wk.last_busy_ms, wk.busy_ms)
+        lost = [a for a in wk.serving if a.active] + [a for a in wk.queue if a.active]
         wk.serving.clear()
         wk.queue.clear()
         wk.busy = 0
         wk.lost += len(lost)
-        if not wk.faults.hang:
+        if not wk.faults.hang and not wk.faults.partitioned:
             for att in lost:
                 att.result = Detail.WORKER_LOST
                 self._send_back(wk, att)
 
     def _restart(self, wk: Worker, now: float) -> None:
-        """Back with an empty queue, registered afresh."""
+        """Back with an empty queue, registered afresh (once the registry can hear it)."""
         self._event(now, wk.name, "fault", "restart")
         wk.rt_ewma_ms = 0.0
-        self.registry.register(wk.name, self.agent_types, now, capacity=wk.concurrency)
+        if wk.reachable:
+            self.registry.register(wk.name, self.agent_types, now, capacity=wk.concurrency)
+        else:
+            self.unregistered.add(wk.name)
 
     # -- background processes -----------------------------------------------------------------
     def _heartbeats(self, bucket: int, buckets: int):  # type: ignore[no-untyped-def]
