@@ -656,20 +656,14 @@ class FleetSim:
         """An attempt ended badly: wait for a sibling still in flight, retry, or give up."""
         if req.live:
             # a sibling is still out and its outcome decides; a retry after it avoids this one
-            if req.tried is None:
-                req.tried = [name]
-            elif name not in req.tried:
-                req.tried.append(name)
+            _avoid(req, name)
             return
         gw = self.gateways[req.gw]
         delay = gw.after_attempt(detail, req.attempts, now, req.deadline)
         if delay is None:
             self._finish(req, detail)
             return
-        if req.tried is None:
-            req.tried = [name]
-        else:
-            req.tried.append(name)
+        _avoid(req, name)
         self.at(delay, self._on_retry, req)
 
     def _on_retry(self, ev: Event) -> None:
@@ -687,11 +681,7 @@ class FleetSim:
         req = att.req
         if not att.active or req.done or att is not req.att or req.hedges >= self.hedge_max:
             return
-        name = self.workers[att.worker].name
-        if req.tried is None:
-            req.tried = [name]
-        elif name not in req.tried:
-            req.tried.append(name)
+        _avoid(req, self.workers[att.worker].name)
         self._dispatch(req, hedge=True)
 
     # -- deadlines ----------------------------------------------------------------------------
@@ -1027,6 +1017,14 @@ class FleetSim:
 
 
 from labkit.distributions import parse_distribution  # noqa: E402
+
+
+def _avoid(req: Request, worker: str) -> None:
+    """Later attempts of ``req`` go elsewhere than ``worker`` (the balancer's ``exclude``)."""
+    if req.tried is None:
+        req.tried = [worker]
+    elif worker not in req.tried:
+        req.tried.append(worker)
 
 
 class _FifoTimer:
