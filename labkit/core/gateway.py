@@ -24,7 +24,7 @@ Which workers a gateway routes to, in order:
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from labkit.core.balancing import Balancer, LocalLoad
@@ -34,6 +34,10 @@ from labkit.core.outlier import OutlierConfig, OutlierDetector
 from labkit.core.registry import Pool, RegistryView, WorkerId
 from labkit.core.retry_budget import RetryBudget, RetryBudgetConfig
 from labkit.errors import NoWorkerAvailable
+
+#: how a gateway's passive checks treat a worker, least to most blocked (the codes of
+#: ``GatewayPolicy.passive_states``)
+GATEWAY_STATES = ("routable", "half_open", "ejected", "open")
 
 #: ``on_event(worker, source, event, now)``: outlier/breaker transitions and panic changes
 #: (panic events name the agent type in place of a worker)
@@ -275,6 +279,26 @@ class GatewayPolicy:
             out |= guard.blocked(now)
         return out
 
+    def passive_states(self, workers: Sequence[WorkerId], now: float) -> list[int]:
+        """Per worker, how this gateway's passive checks treat it: an index into
+        ``GATEWAY_STATES`` (an open breaker outranks an ejection, which outranks half-open)."""
+        out = [0] * len(workers)
+        if self.outlier is not None:
+            ejected = self.outlier.blocked(now)
+            if ejected:
+                for i, w in enumerate(workers):
+                    if w in ejected:
+                        out[i] = 2
+        if self.breakers is not None:
+            state = self.breakers.state
+            for i, w in enumerate(workers):
+                st = state(w, now)
+                if st == "open":
+                    out[i] = 3
+                elif st == "half_open" and out[i] < 1:
+                    out[i] = 1
+        return out
+
     def hedge_allowed(self, now: float) -> bool:
         """May a hedge (a second copy of a slow attempt) go out? It spends retry budget."""
         if self.budget is not None and not self.budget.try_spend(now):
@@ -301,3 +325,15 @@ class GatewayPolicy:
             return None
         self.retries += 1
         return delay
+
+
+def resilience_counts(gateways: Sequence[GatewayPolicy]) -> dict[str, int]:
+    """What the gateways' failure handling did, summed over gateways (``summary.resilience``)."""
+    return {
+        "retries": sum(g.retries for g in gateways),
+        "hedges": sum(g.hedges for g in gateways),
+        "retry_budget_denied": sum(g.budget_denied for g in gateways),
+        "panic_routes": sum(g.panic_routes for g in gateways),
+        "ejections": sum(g.outlier.ejections for g in gateways if g.outlier is not None),
+        "breaker_opens": sum(g.breakers.opened for g in gateways if g.breakers is not None),
+    }

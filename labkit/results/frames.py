@@ -13,12 +13,11 @@ import numpy as np
 import pandas as pd
 
 from labkit.core.faults import ACTUAL_STATES, FaultInstance
+from labkit.core.gateway import GATEWAY_STATES
 from labkit.core.registry import Health
 
 #: registry verdicts, in the order of the codes a driver records
 REGISTRY_STATES: tuple[Health, ...] = (Health.HEALTHY, Health.SUSPECT, Health.DOWN)
-#: how the gateways' passive checks treat a worker, least to most blocked (worst wins)
-GATEWAY_STATES = ("routable", "half_open", "ejected", "open")
 
 FAULT_COLUMNS = ["fault", "kind", "origin", "start_s", "end_s", "workers", "params"]
 EVENT_COLUMNS = ["t_s", "worker", "source", "event", "gateway"]

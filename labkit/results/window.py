@@ -8,10 +8,13 @@ the columns), which costs time proportional to the traffic of one interval, neve
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
+from labkit.core.gateway import GatewayPolicy
 from labkit.core.outcomes import Detail
+from labkit.core.registry import Health, Registry
 from labkit.core.slo import SloConfig
 from labkit.results.records import RecordLog
 
@@ -67,3 +70,20 @@ def window_metrics(
         burn_rate=slo.burn_rate(bad, n),
     )
     return values, n, bad, end
+
+
+def fleet_metrics(
+    registry: Registry, gateways: Sequence[GatewayPolicy], now: float, in_flight: int
+) -> dict[str, float]:
+    """The fleet-state metrics alert rules may use, beside the request metrics above."""
+    counts = registry.health_counts()
+    blocked: set[str] = set()
+    for g in gateways:
+        blocked |= g.blocked(now)
+    return {
+        "workers_down": counts[Health.DOWN],
+        "workers_suspect": counts[Health.SUSPECT],
+        "workers_unhealthy": counts[Health.DOWN] + counts[Health.SUSPECT],
+        "workers_ejected": len(blocked),
+        "in_flight": in_flight,
+    }

@@ -40,7 +40,13 @@ from labkit.core.faults import (
     plan_faults,
     worker_name,
 )
-from labkit.core.gateway import GatewayConfig, GatewayPolicy, RetryPolicy, UnknownAgentType
+from labkit.core.gateway import (
+    GatewayConfig,
+    GatewayPolicy,
+    RetryPolicy,
+    UnknownAgentType,
+    resilience_counts,
+)
 from labkit.core.outcomes import SEVERITY, Detail
 from labkit.core.registry import (
     EventualView,
@@ -60,7 +66,7 @@ from labkit.results.frames import (
     faults_frame,
     health_frame,
 )
-from labkit.results.window import window_metrics
+from labkit.results.window import fleet_metrics, window_metrics
 from labkit.scenario import Scenario
 from labkit.sim.workload import Arrivals, IntSampler, key_sampler
 
@@ -889,7 +895,7 @@ class FleetSim:
             codes[1] = [health_code[registry.health_of(n)] for n in names]
             codes[2] = 0
             for g in guarded:
-                state = _gateway_states(g, names, now)
+                state = np.asarray(g.passive_states(names, now), dtype=np.int8)
                 np.maximum(codes[2], state, out=codes[2])
             self.health_t.append(now)
             self.health_codes.append(codes)
@@ -907,17 +913,7 @@ class FleetSim:
             yield env.timeout(interval)
             now = env.now
             values, events, bad, read_from = window_metrics(self.log, read_from, now, interval, slo)
-            counts = self.registry.health_counts()
-            ejected: set[str] = set()
-            for g in self.gateways:
-                ejected |= g.blocked(now)
-            values.update(
-                workers_down=counts[Health.DOWN],
-                workers_suspect=counts[Health.SUSPECT],
-                workers_unhealthy=counts[Health.DOWN] + counts[Health.SUSPECT],
-                workers_ejected=len(ejected),
-                in_flight=self.outstanding,
-            )
+            values.update(fleet_metrics(self.registry, self.gateways, now, self.outstanding))
             manager.evaluate(now, Sample(values=values, events=events, bad_events=bad))
 
     def _progress(self):  # type: ignore[no-untyped-def]
@@ -997,7 +993,7 @@ class FleetSim:
                 "registry_refreshes": sum(getattr(g.view, "refreshes", 0) for g in self.gateways),
                 "health_changes": self.health_changes,
             },
-            "resilience": _resilience(self.gateways),
+            "resilience": resilience_counts(self.gateways),
         }
         names = [w.name for w in self.workers]
         return build_results(
@@ -1062,38 +1058,6 @@ class _FifoTimer:
             self.sim.at(items[0][0] - now, self._on_timer)
         else:
             self.armed = False
-
-
-def _resilience(gateways: list[GatewayPolicy]) -> dict[str, int]:
-    """What the gateways' failure handling did, summed over gateways."""
-    return {
-        "retries": sum(g.retries for g in gateways),
-        "hedges": sum(g.hedges for g in gateways),
-        "retry_budget_denied": sum(g.budget_denied for g in gateways),
-        "panic_routes": sum(g.panic_routes for g in gateways),
-        "ejections": sum(g.outlier.ejections for g in gateways if g.outlier is not None),
-        "breaker_opens": sum(g.breakers.opened for g in gateways if g.breakers is not None),
-    }
-
-
-def _gateway_states(gw: GatewayPolicy, names: list[str], now: float) -> np.ndarray:
-    """Per worker, how this gateway's passive checks treat it (index into GATEWAY_STATES)."""
-    out = np.zeros(len(names), dtype=np.int8)
-    if gw.outlier is not None:
-        ejected = gw.outlier.blocked(now)
-        if ejected:
-            for i, n in enumerate(names):
-                if n in ejected:
-                    out[i] = 2
-    if gw.breakers is not None:
-        state = gw.breakers.state
-        for i, n in enumerate(names):
-            st = state(n, now)
-            if st == "open":
-                out[i] = 3
-            elif st == "half_open" and out[i] < 1:
-                out[i] = 1
-    return out
 
 
 _new_call = object.__new__
