@@ -26,6 +26,8 @@ examples:
       --set workload.arrival.rate_rps=1800
   labkit run scenarios/quickstart.yaml --seed 3 --out out/qs-seed3
   labkit validate scenarios/*.yaml
+  labkit compare scenarios/batching.yaml --vary batching.max_batch=1,4,16 \
+      --vary workload.arrival.rate_rps=1500,2000,2500,3000
 
 --set takes dotted key paths into the scenario (values are parsed as YAML:
 --set workers.agent_types=[chat,tools] works). Unknown keys are errors.
@@ -60,6 +62,28 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="output directory (default: out/<scenario name>)")
     run.add_argument("--no-report", action="store_true", help="skip the PNG plots and HTML report")
     run.add_argument("--quiet", "-q", action="store_true", help="print no summary or progress")
+
+    comp = sub.add_parser(
+        "compare",
+        help="run a scenario several ways (a small grid) and compare the headline figures",
+        description=(
+            "Run every combination of the --vary values on the same seed and print one row per "
+            "run; writes compare.csv and compare.png (throughput vs p99 per setting when a load "
+            "key is varied, grouped bars otherwise)."
+        ),
+    )
+    comp.add_argument("scenario", type=Path, help="scenario YAML file")
+    comp.add_argument(
+        "--vary",
+        action="append",
+        default=[],
+        required=True,
+        metavar="KEY=V1,V2,...",
+        help="a scenario key (dotted path) and the values to try (repeatable: a grid)",
+    )
+    comp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    comp.add_argument("--seed", type=int, help="override the scenario's seed")
+    comp.add_argument("--out", type=Path, help="output directory (default: out/<name>-compare)")
 
     validate = sub.add_parser(
         "validate",
@@ -97,6 +121,28 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from labkit.compare import compare, parse_vary, save_comparison
+    from labkit.scenario import load_scenario
+
+    vary = parse_vary(args.vary)
+    name = load_scenario(args.scenario, args.overrides, seed=args.seed).name
+
+    def announce(i: int, n: int, values: dict[str, str]) -> None:
+        shown = ", ".join(f"{k}={v}" for k, v in values.items())
+        print(f"[{i + 1}/{n}] {shown}", file=sys.stderr, flush=True)
+
+    frame = compare(args.scenario, vary, overrides=args.overrides, seed=args.seed, on_run=announce)
+    out = args.out or Path("out") / f"{name}-compare"
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "compare.csv", index=False)
+    save_comparison(frame, list(vary), out / "compare.png")
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print()
+    print(f"wrote {out / 'compare.csv'} and {out / 'compare.png'}")
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from labkit.scenario import load_scenario
 
@@ -124,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "compare":
+            return _compare(args)
         return _validate(args)
     except LabkitError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1300,3 +1300,14 @@ def health_heatmap(
         frameon=False,
     )
     return fig
+
+
+from labkit.plots_data import (  # noqa: E402,F401
+    batch_limit,
+    batch_sizes,
+    cache_hit_rate,
+    comparison_bars,
+    state_latency,
+    t_visibility,
+    tradeoff,
+)

@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
+import numpy as np
 import yaml
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.figure import Figure
 
     from labkit.results import Results
 
-__all__ = ["FAILURE_PLOTS", "PLOTS", "format_summary", "write_report"]
+__all__ = ["DATA_PLOTS", "FAILURE_PLOTS", "PLOTS", "format_summary", "write_report"]
 
 STATUSES = ("completed", "failed", "rejected", "timed_out")
 LATENCY_KEYS = (
@@ -80,6 +82,156 @@ FAILURE_PLOTS: dict[str, tuple[str, Callable[[Results], Figure]]] = {
     "health_heatmap": ("Worker health as the routing layer saw it", _health_heatmap),
 }
 
+
+# -- data-service plots: drawn only for runs that have the section ------------------------------
+
+
+def _measured(results: Results, frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a ``t_s`` frame inside the measured window, like the summary's figures."""
+    scenario = results.scenario
+    t = frame["t_s"]
+    return frame[(t >= scenario.warmup_s) & (t < scenario.duration_s)]
+
+
+def _wars_theory(results: Results) -> tuple[np.ndarray, np.ndarray] | None:
+    """The WARS Monte Carlo t-visibility of the run's state settings, to set the measured
+    curve against; None for ``session`` (its re-reads from the primary are not in WARS)."""
+    spec = getattr(results.scenario, "state", None)
+    config = getattr(spec, "config", None)
+    if spec is None or config is None or config.model == "session":
+        return None
+    from labkit.theory import wars_t_visibility
+
+    deltas = np.concatenate([[0.0], np.geomspace(0.05, 2000.0, 80)])
+    probabilities = wars_t_visibility(
+        config.n,
+        config.r,
+        config.w,
+        spec.write_delay,
+        spec.ack_delay,
+        spec.read_delay,
+        spec.response_delay,
+        deltas,
+        trials=WARS_TRIALS,
+        rng=np.random.default_rng(results.scenario.seed),
+        write_fanout=config.write_fanout,
+    )
+    return deltas, probabilities
+
+
+def _state_heading(results: Results) -> str:
+    state = results.summary.get("state") or {}
+    return (
+        f"{state.get('model', '-')} n={state.get('n', '-')} r={state.get('r', '-')} "
+        f"w={state.get('w', '-')}"
+    )
+
+
+def _t_visibility(results: Results) -> Figure:
+    from labkit import plots
+
+    return plots.t_visibility(
+        _measured(results, results.state_ops),
+        theory=_wars_theory(results),
+        title=f"t-visibility ({_state_heading(results)}): P(read sees the newest commit) vs Δ",
+    )
+
+
+def _state_latency(results: Results) -> Figure:
+    from labkit import plots
+
+    return plots.state_latency(
+        _measured(results, results.state_ops),
+        title=f"State service ({_state_heading(results)}): latency, staleness, conflicts",
+    )
+
+
+def _cache_hit_rate(results: Results) -> Figure:
+    from labkit import plots
+
+    cache = results.summary.get("cache") or {}
+    return plots.cache_hit_rate(
+        results.cache, cache.get("events"), warmup_s=results.scenario.warmup_s
+    )
+
+
+def _batch_sizes(results: Results) -> Figure:
+    from labkit import plots
+
+    return plots.batch_sizes(results.summary.get("batching"))
+
+
+def _batch_limit(results: Results) -> Figure:
+    from labkit import plots
+
+    return plots.batch_limit(
+        results.batching,
+        target_ms=_batching_target_ms(results.summary),
+        warmup_s=results.scenario.warmup_s,
+    )
+
+
+def _frame(results: Results, name: str) -> pd.DataFrame | None:
+    frame = getattr(results, name, None)
+    return frame if frame is not None and not frame.empty else None
+
+
+def _has_state(results: Results) -> bool:
+    return bool(results.summary.get("state")) and _frame(results, "state_ops") is not None
+
+
+def _has_cache(results: Results) -> bool:
+    return bool(results.summary.get("cache")) and _frame(results, "cache") is not None
+
+
+def _has_batching(results: Results) -> bool:
+    return bool(results.summary.get("batching"))
+
+
+def _has_adaptive(results: Results) -> bool:
+    return _has_batching(results) and _frame(results, "batching") is not None
+
+
+#: drawn only for runs with a state, cache or batching section, after the failure plots:
+#: file stem → (caption, function drawing it)
+DATA_PLOTS: dict[str, tuple[str, Callable[[Results], Figure]]] = {
+    "t_visibility": ("State: t-visibility (fresh reads by time since the commit)", _t_visibility),
+    "state_latency": ("State: read/write latency, staleness and conflicts", _state_latency),
+    "cache_hit_rate": ("Cache: where reads were served, over time", _cache_hit_rate),
+    "batch_sizes": ("Batching: batch-size distribution", _batch_sizes),
+    "batch_limit": ("Batching: adaptive limit and p99", _batch_limit),
+}
+#: when each data plot is drawn
+_DATA_PLOT_WHEN: dict[str, Callable[[Results], bool]] = {
+    "t_visibility": _has_state,
+    "state_latency": _has_state,
+    "cache_hit_rate": _has_cache,
+    "batch_sizes": _has_batching,
+    "batch_limit": _has_adaptive,
+}
+#: what to read off each data plot, printed under it in report.html
+_DATA_NOTES: dict[str, str] = {
+    "t_visibility": (
+        "Steps: the share of reads that saw the newest committed write, by how long after that "
+        "commit they began (shaded: 95% interval; grey: reads per bin). Dashed: the WARS Monte "
+        "Carlo for the same n, r, w and delays."
+    ),
+    "state_latency": (
+        "What the consistency level costs (bar heights) and what the reads got for it (note)."
+    ),
+    "cache_hit_rate": (
+        "Stacked: the layer that served each read; black: hit rate. Red spans: a cache node "
+        "down; labels give the keys that moved and the dip in the hit rate."
+    ),
+    "batch_sizes": (
+        "The share of batches of each size; the flush counts say whether batches filled up "
+        "(size) or timed out (delay)."
+    ),
+    "batch_limit": "The AIMD limit of each gateway and the p99 it steered by, against the target.",
+}
+#: Monte Carlo trials of the WARS overlay: about 1 % resolution, well under a second
+WARS_TRIALS = 20_000
+
 DPI = 100
 
 
@@ -105,9 +257,10 @@ def _close(fig: Figure) -> None:
 
 
 def _plots_for(results: Results) -> dict[str, tuple[str, Callable[[Results], Figure]]]:
+    data = {stem: plot for stem, plot in DATA_PLOTS.items() if _DATA_PLOT_WHEN[stem](results)}
     if results.faults is not None and not results.faults.empty:
-        return {**FAILURE_PLOTS, **PLOTS}
-    return PLOTS
+        return {**FAILURE_PLOTS, **data, **PLOTS}
+    return {**data, **PLOTS}
 
 
 def write_report(results: Results, out_dir: str | Path) -> dict[str, Path]:
@@ -212,6 +365,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines.append(f"{'':<13}{kind:<8}" + "".join(f"{c:>{col + 1}}" for c in row))
 
     lines += _failure_lines(summary)
+    lines += _data_lines(summary)
 
     per_worker = summary.get("per_worker") or {}
     if per_worker:
@@ -248,6 +402,7 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 2em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-weight: 600; margin-bottom: 0.4em; }
+p.note { color: #555; font-size: 0.9em; margin: 0 0 0.5em; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 summary { cursor: pointer; font-weight: 600; }
 """
@@ -330,14 +485,17 @@ def _html(summary: Mapping[str, Any], images: Mapping[str, Path]) -> str:
     )
 
     failure_tables = _failure_tables(summary)
+    data_tables = _data_tables(summary)
 
     figures = []
-    for stem, (caption, _) in {**FAILURE_PLOTS, **PLOTS}.items():
+    for stem, (caption, _) in {**FAILURE_PLOTS, **DATA_PLOTS, **PLOTS}.items():
         if stem in images:
             src = escape(Path(images[stem]).name, quote=True)
+            note = _DATA_NOTES.get(stem)
             figures.append(
                 f"<figure><figcaption>{escape(caption)}</figcaption>"
-                f'<img src="{src}" alt="{escape(caption, quote=True)}"></figure>'
+                + (f'<p class="note">{escape(note)}</p>' if note else "")
+                + f'<img src="{src}" alt="{escape(caption, quote=True)}"></figure>'
             )
 
     scenario_yaml = yaml.safe_dump(dict(scenario), sort_keys=False) if scenario else ""
@@ -359,6 +517,9 @@ def _html(summary: Mapping[str, Any], images: Mapping[str, Path]) -> str:
 {latency_table}
 <div class="tables">
 {"".join(failure_tables)}
+</div>
+<div class="tables">
+{"".join(data_tables)}
 </div>
 {"".join(figures)}
 <details>
@@ -487,3 +648,241 @@ def _failure_tables(summary: Mapping[str, Any]) -> list[str]:
             )
         )
     return tables
+
+
+# -- data sections: state, cache, batching, registry --------------------------------------------
+
+
+def _frac(value: Any) -> str:
+    """A fraction as a percentage, with the decimals a small one needs: 12.3%, 0.08%."""
+    if value is None:
+        return "-"
+    x = float(value)
+    if not math.isfinite(x):
+        return "-"
+    pct = 100 * x
+    if pct == 0:
+        return "0%"
+    if abs(pct) < 0.1:
+        return f"{pct:.3f}%"
+    if abs(pct) < 1:
+        return f"{pct:.2f}%"
+    return f"{pct:.1f}%"
+
+
+def _conflicts(state: Mapping[str, Any]) -> str:
+    conflicts = state.get("conflicts") or {}
+    parts = [f"{int(n):,} {kind}" for kind, n in conflicts.items() if n]
+    return ", ".join(parts) if parts else "no conflicts"
+
+
+def _cache_event_text(event: Mapping[str, Any]) -> str:
+    """``crash at 30 s: 23.1% keys moved, hit 89.4%→80.2%, back in 6 s``."""
+    kind = str(event.get("event", ""))
+    text = f"{kind} at {_num(event.get('t_s'), 'g')} s"
+    details = []
+    if event.get("keys_moved") is not None:
+        details.append(f"{_frac(event['keys_moved'])} keys moved")
+    if event.get("keys_dropped") is not None:
+        dropped = f"{_num(event['keys_dropped'])} keys dropped"
+        if event.get("l1_dropped"):
+            dropped += f" (+{_num(event['l1_dropped'])} L1 copies)"
+        details.append(dropped)
+    if event.get("hit_before") is not None and event.get("hit_min_after") is not None:
+        dip = f"hit {_frac(event['hit_before'])}→{_frac(event['hit_min_after'])}"
+        back = event.get("recovered_after_s")
+        dip += f", back in {_num(back, 'g')} s" if back is not None else ", not back by the end"
+        details.append(dip)
+    return text + (": " + ", ".join(details) if details else "")
+
+
+def _batching_target_ms(summary: Mapping[str, Any]) -> float | None:
+    """The adaptive controller's p99 target, from the normalized scenario."""
+    batching = _scenario(summary).get("batching")
+    adaptive = batching.get("adaptive") if isinstance(batching, Mapping) else None
+    target = adaptive.get("target_p99_ms") if isinstance(adaptive, Mapping) else None
+    return None if target is None else float(target)
+
+
+def _registry_notable(registry: Mapping[str, Any]) -> bool:
+    """The registry view is worth a line when it cost something or was chosen explicitly."""
+    return (
+        registry.get("consistency") not in ("eventual", None)
+        or bool(registry.get("misroutes"))
+        or bool(registry.get("sent_to_unreachable"))
+    )
+
+
+def _data_lines(summary: Mapping[str, Any]) -> list[str]:
+    """State, cache, batching and (when notable) registry lines of the terminal summary."""
+    lines: list[str] = []
+    state = summary.get("state")
+    if state:
+        read, write = state.get("read_ms") or {}, state.get("write_ms") or {}
+        k = state.get("k_staleness") or {}
+        text = (
+            f"state        {state.get('model')} n={state.get('n')} r={state.get('r')} "
+            f"w={state.get('w')}  read p99 {_ms(read.get('p99'))} ms  "
+            f"write p99 {_ms(write.get('p99'))} ms  stale {_frac(state.get('stale_fraction'))}"
+        )
+        if k.get("2") is not None:
+            text += f" (k≥2 {_frac(k.get('2'))})"
+        text += f"  {_conflicts(state)}"
+        if state.get("session_retries"):
+            text += f"  {state['session_retries']:,} session re-reads"
+        lines.append(text)
+    cache = summary.get("cache")
+    if cache:
+        shares = cache.get("layer_share") or {}
+        layers = ", ".join(
+            f"{layer} {_frac(share)}"
+            for layer, share in shares.items()
+            if layer != "store" and (share or layer in ("l1", "l2"))
+        )
+        text = f"cache        hit {_frac(cache.get('hit_rate'))}"
+        if layers:
+            text += f" ({layers})"
+        text += f"  stale {_frac(cache.get('stale_fraction'))}"
+        if cache.get("unavailable"):
+            text += f"  {cache['unavailable']:,} accesses with no cache node up"
+        lines.append(text)
+        for event in cache.get("events") or []:
+            node = str(event.get("node") or "")
+            lines.append(f"{'cache ' + node:<13}{_cache_event_text(event)}")
+    batching = summary.get("batching")
+    if batching:
+        served = batching.get("served") or {}
+        flushes = batching.get("flushes") or {}
+        text = (
+            f"batching     served mean {_num(served.get('mean_size'), '.2f')} "
+            f"(p99 {_num(served.get('p99_size'))})  flushes "
+            + " / ".join(f"{_num(n)} {reason}" for reason, n in flushes.items())
+        )
+        adaptive = batching.get("adaptive")
+        if adaptive:
+            text += (
+                f"  adaptive limit mean {_num(adaptive.get('mean_limit'), '.2f')}, "
+                f"final {_limits(adaptive.get('final_limits'))}"
+            )
+            target = _batching_target_ms(summary)
+            if target is not None:
+                text += f" (target p99 {_num(target, 'g')} ms)"
+        lines.append(text)
+    registry = summary.get("registry")
+    if registry and _registry_notable(registry):
+        lines.append(
+            f"registry     {registry.get('consistency')}: {_num(registry.get('misroutes'))} "
+            f"misroutes, {_num(registry.get('sent_to_unreachable'))} sends to unreachable "
+            f"workers, {_num(registry.get('stale_lookups'))} stale lookups"
+        )
+    return lines
+
+
+def _data_tables(summary: Mapping[str, Any]) -> list[str]:
+    tables: list[str] = []
+    state = summary.get("state")
+    if state:
+        read, write = state.get("read_ms") or {}, state.get("write_ms") or {}
+        k = state.get("k_staleness") or {}
+        conflicts = state.get("conflicts") or {}
+        rows: list[tuple[Any, ...]] = [
+            ("model", state.get("model", "-")),
+            ("n / r / w", f"{state.get('n')} / {state.get('r')} / {state.get('w')}"),
+            ("conflict policy", state.get("conflict", "-")),
+            ("reads / writes", f"{_num(state.get('reads'))} / {_num(state.get('writes'))}"),
+            ("read p50 / p99 (ms)", f"{_ms(read.get('p50'))} / {_ms(read.get('p99'))}"),
+            ("write p50 / p99 (ms)", f"{_ms(write.get('p50'))} / {_ms(write.get('p99'))}"),
+            ("stale reads", _frac(state.get("stale_fraction"))),
+            *((f"k-staleness k≥{n}", _frac(k.get(n))) for n in ("1", "2", "3") if n in k),
+            ("max versions behind", _num(state.get("max_behind"))),
+            ("session re-reads", _num(state.get("session_retries"))),
+            *((f"writes {kind}", _num(n)) for kind, n in conflicts.items()),
+        ]
+        tables.append(_table("State service", rows, numeric=False))
+    cache = summary.get("cache")
+    if cache:
+        shares = cache.get("layer_share") or {}
+        rows = [
+            ("hit rate", _frac(cache.get("hit_rate"))),
+            *((f"served by {layer}", _frac(share)) for layer, share in shares.items()),
+            ("stale reads", _frac(cache.get("stale_fraction"))),
+            ("reads / writes", f"{_num(cache.get('reads'))} / {_num(cache.get('writes'))}"),
+        ]
+        if cache.get("unavailable"):
+            rows.append(("no cache node up", _num(cache.get("unavailable"))))
+        tables.append(_table("Cache", rows, numeric=False))
+        events = cache.get("events") or []
+        if events:
+            tables.append(
+                _table(
+                    "Cache node events",
+                    [
+                        (
+                            f"{_num(e.get('t_s'), 'g')} s",
+                            e.get("node") or "-",
+                            e.get("event", "-"),
+                            _frac(e.get("keys_moved"))
+                            if e.get("keys_moved") is not None
+                            else f"{_num(e.get('keys_dropped'))} dropped",
+                            _frac(e.get("hit_before")),
+                            _frac(e.get("hit_min_after")),
+                            _secs(e.get("recovered_after_s")),
+                        )
+                        for e in events
+                    ],
+                    header=("at", "node", "event", "keys moved", "hit before", "low", "back in"),
+                )
+            )
+    batching = summary.get("batching")
+    if batching:
+        rows = []
+        for key in ("sent", "served"):
+            dist = batching.get(key) or {}
+            rows.append(
+                (
+                    key,
+                    _num(dist.get("batches")),
+                    _num(dist.get("messages")),
+                    _num(dist.get("mean_size"), ".3f"),
+                    _num(dist.get("p50_size")),
+                    _num(dist.get("p99_size")),
+                    _num(dist.get("max_size")),
+                )
+            )
+        tables.append(
+            _table(
+                "Batches",
+                rows,
+                header=("", "batches", "messages", "mean size", "p50", "p99", "max"),
+            )
+        )
+        flushes = batching.get("flushes") or {}
+        rows = [(f"flushed on {reason}", _num(n)) for reason, n in flushes.items()]
+        adaptive = batching.get("adaptive")
+        if adaptive:
+            rows += [
+                ("adaptive: mean limit", _num(adaptive.get("mean_limit"), ".2f")),
+                ("adaptive: final limit", _limits(adaptive.get("final_limits"))),
+                ("adaptive: decisions", _num(adaptive.get("decisions"))),
+            ]
+            target = _batching_target_ms(summary)
+            if target is not None:
+                rows.append(("adaptive: p99 target", f"{_num(target, 'g')} ms"))
+        tables.append(_table("Batching", rows, numeric=False))
+    registry = summary.get("registry")
+    if registry:
+        rows = [
+            ("consistency", registry.get("consistency", "-")),
+            ("misroutes", _num(registry.get("misroutes"))),
+            ("stale lookups", _num(registry.get("stale_lookups"))),
+            ("sends to unreachable workers", _num(registry.get("sent_to_unreachable"))),
+            ("refreshes", _num(registry.get("refreshes"))),
+            ("pushed updates", _num(registry.get("pushed_updates"))),
+        ]
+        tables.append(_table("Registry view", rows, numeric=False))
+    return tables
+
+
+def _limits(values: list[int] | None) -> str:
+    """Final adaptive limits, one per gateway ("4" for one gateway, "3, 4" for two)."""
+    return ", ".join(str(v) for v in values) if values else "-"

@@ -9,6 +9,13 @@ Rates are per unit time (any unit, used consistently); results are in the same t
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from labkit.distributions import Distribution
 
 __all__ = [
     "erlang_c",
@@ -19,6 +26,7 @@ __all__ = [
     "round_robin_sojourn",
     "supermarket_sojourn",
     "supermarket_tail",
+    "wars_t_visibility",
 ]
 
 
@@ -170,6 +178,79 @@ def pbs_k_staleness(n: int, r: int, w: int, k: int = 1) -> float:
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     return (math.comb(n - w, r) / math.comb(n, r)) ** k
+
+
+#: trials per vectorised block of :func:`wars_t_visibility`, times n: bounds its memory
+_WARS_BLOCK = 1_000_000
+
+
+def wars_t_visibility(
+    n: int,
+    r: int,
+    w: int,
+    write: Distribution,
+    ack: Distribution,
+    read: Distribution,
+    response: Distribution,
+    deltas_ms: Sequence[float] | np.ndarray,
+    trials: int,
+    rng: np.random.Generator,
+    write_fanout: str = "all",
+) -> np.ndarray:
+    """P(consistent read) for a read started delta ms after a write committed, per delta.
+
+    The WARS Monte Carlo of PBS t-visibility (Bailis et al., VLDB 2012, §4): per trial, draw
+    W_i, A_i, R_i, S_i (ms) for each of the n replicas; the write commits at the w-th smallest
+    W_i + A_i; a read starting delta after the commit reaches replica i delta + R_i after the
+    commit, and replica i has the write iff W_i <= commit + delta + R_i; the coordinator keeps
+    the r fastest responders by R_i + S_i; the read is consistent iff one of them has the write.
+    With ``write_fanout="quorum"`` only the w replicas that acknowledged the write ever get it
+    (no anti-entropy): t-visibility is then flat at 1 - :func:`pbs_k_staleness` (n, r, w).
+
+    No closed form in general: there is no queueing, but the order statistics of sums do not
+    simplify. Exact only for iid delays across replicas and operations, as WARS assumes.
+    Vectorised: one trial is one row; a trial is consistent at every delta >= its own
+    "visibility lag" min over the read quorum of (W_i - R_i) - commit, so all deltas come from
+    one sorted array. Ties among responders are broken arbitrarily.
+    """
+    if n < 1:
+        raise ValueError(f"replica count n must be >= 1, got {n}")
+    if not 1 <= r <= n or not 1 <= w <= n:
+        raise ValueError(f"need 1 <= r, w <= n, got n={n}, r={r}, w={w}")
+    if trials < 1:
+        raise ValueError(f"trials must be >= 1, got {trials}")
+    if write_fanout not in ("all", "quorum"):
+        raise ValueError(f"write_fanout must be 'all' or 'quorum', got {write_fanout!r}")
+    deltas = np.asarray(deltas_ms, dtype=np.float64)
+    if deltas.ndim != 1:
+        raise ValueError(f"deltas_ms must be one-dimensional, got shape {deltas.shape}")
+    if np.any(np.isnan(deltas)):
+        raise ValueError("deltas_ms must not contain nan")
+
+    consistent = np.zeros(deltas.shape, dtype=np.int64)
+    block = max(1, _WARS_BLOCK // n)
+    done = 0
+    while done < trials:
+        m = min(block, trials - done)
+        done += m
+        w_ms = write.sample(rng, m * n).reshape(m, n)
+        round_trip = w_ms + ack.sample(rng, m * n).reshape(m, n)
+        r_ms = read.sample(rng, m * n).reshape(m, n)
+        read_rt = r_ms + response.sample(rng, m * n).reshape(m, n)
+        commit = np.partition(round_trip, w - 1, axis=1)[:, w - 1]
+        if write_fanout == "quorum" and w < n:
+            quorum = np.argpartition(round_trip, w - 1, axis=1)[:, :w]
+            has_write = np.zeros((m, n), dtype=bool)
+            np.put_along_axis(has_write, quorum, True, axis=1)
+            w_ms = np.where(has_write, w_ms, np.inf)
+        # how long after the commit replica i must be asked for the read to find the write there
+        lag = w_ms - r_ms - commit[:, None]
+        if r < n:
+            responders = np.argpartition(read_rt, r - 1, axis=1)[:, :r]
+            lag = np.take_along_axis(lag, responders, axis=1)
+        trial_lag = np.sort(lag.min(axis=1))
+        consistent += np.searchsorted(trial_lag, deltas, side="right")
+    return consistent / trials
 
 
 def littles_law_L(lam: float, w: float) -> float:

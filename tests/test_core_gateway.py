@@ -348,7 +348,13 @@ def test_final_codes_and_labels() -> None:
 def test_retryable_details_are_failures_that_never_started_or_failed_on_a_worker() -> None:
     assert (
         frozenset(
-            {Detail.QUEUE_FULL, Detail.WORKER_ERROR, Detail.WORKER_LOST, Detail.ATTEMPT_TIMEOUT}
+            {
+                Detail.QUEUE_FULL,
+                Detail.WORKER_ERROR,
+                Detail.WORKER_LOST,
+                Detail.ATTEMPT_TIMEOUT,
+                Detail.CONFLICT,
+            }
         )
         == RETRYABLE
     )

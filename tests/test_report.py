@@ -272,3 +272,82 @@ def test_a_failure_run_leads_its_report_with_recovery(tmp_path: Path) -> None:
     # a run without faults keeps its report as it was
     plain = format_summary(results.summary | {"faults": [], "alerts": None})
     assert "fault " not in plain
+
+
+CACHE_SUMMARY = {
+    "reads": 1000,
+    "writes": 20,
+    "hit_rate": 0.868,
+    "layer_share": {"l1": 0.379, "l2": 0.479, "replica": 0.011, "store": 0.131},
+    "stale_fraction": 0.066,
+    "unavailable": 0,
+    "events": [
+        {
+            "t_s": 30.0,
+            "node": "c-1",
+            "event": "crash",
+            "keys_moved": 0.231,
+            "hit_before": 0.89,
+            "hit_min_after": 0.80,
+            "recovered_after_s": 6.0,
+        },
+        {"t_s": 70.0, "node": "", "event": "invalidate k1*", "keys_dropped": 8731},
+    ],
+}
+BATCHING_SUMMARY = {
+    "sent": {"batches": 10, "messages": 19, "mean_size": 1.9, "p50_size": 2, "p99_size": 6},
+    "served": {"batches": 10, "messages": 19, "mean_size": 1.9, "p50_size": 2, "p99_size": 6},
+    "flushes": {"size": 120, "delay": 900},
+    "adaptive": None,
+}
+
+
+def _registry(consistency: str, misroutes: int, unreachable: int = 0) -> dict[str, object]:
+    return {
+        "consistency": consistency,
+        "misroutes": misroutes,
+        "stale_lookups": 3,
+        "refreshes": 20,
+        "pushed_updates": 0,
+        "sent_to_unreachable": unreachable,
+    }
+
+
+def test_format_summary_data_sections(results: Results) -> None:
+    summary = results.summary | {
+        "cache": CACHE_SUMMARY,
+        "batching": BATCHING_SUMMARY,
+        "registry": _registry("eventual", 721, 1233),
+    }
+    lines = format_summary(summary).splitlines()
+    assert "cache        hit 86.8% (l1 37.9%, l2 47.9%, replica 1.1%)  stale 6.6%" in lines
+    assert "cache c-1    crash at 30 s: 23.1% keys moved, hit 89.0%→80.0%, back in 6 s" in lines
+    assert "cache        invalidate k1* at 70 s: 8,731 keys dropped" in lines
+    assert "batching     served mean 1.90 (p99 6)  flushes 120 size / 900 delay" in lines
+    assert any(
+        line.startswith("registry     eventual: 721 misroutes, 1,233 sends to unreachable")
+        for line in lines
+    )
+    # the default view that cost nothing stays quiet; a chosen one is always reported
+    quiet = format_summary(results.summary | {"registry": _registry("eventual", 0)})
+    assert "registry" not in quiet
+    assert "registry     strong: 0 misroutes" in format_summary(
+        results.summary | {"registry": _registry("strong", 0)}
+    )
+    assert "state " not in quiet and "cache " not in quiet and "batching " not in quiet
+
+
+def test_html_data_tables_follow_the_summary(results: Results, tmp_path: Path) -> None:
+    results.summary["cache"] = CACHE_SUMMARY
+    results.summary["registry"] = _registry("watch", 2)
+    try:
+        paths = write_report(results, tmp_path)
+    finally:
+        del results.summary["cache"], results.summary["registry"]
+    # no per-second cache frame: the tables, but no plot
+    assert "cache_hit_rate" not in paths
+    html = paths["report"].read_text(encoding="utf-8")
+    assert "<caption>Cache</caption>" in html and "86.8%" in html
+    assert "<caption>Cache node events</caption>" in html and "8,731 dropped" in html
+    assert "<caption>Registry view</caption>" in html and "watch" in html
+    assert "<caption>State service</caption>" not in html

@@ -182,8 +182,13 @@ def test_empirical_service_time_from_csv_next_to_the_scenario(tmp_path: Path) ->
 def test_every_shipped_scenario_runs(path: Path) -> None:
     from labkit.sim import simulate
 
-    # fault schedules need their full length; tests/test_sim_failures.py runs those in full
-    overrides = ["duration_s=3", "warmup_s=1"] if "faults:" not in path.read_text() else []
+    text = path.read_text()
+    timed = any(k in text for k in ("faults:", "node_failures:", "invalidations:"))
+    # timed events need the run's full length (tests/test_sim_failures.py and test_sim_data.py
+    # check their effects at full rate): here a light load is enough to show the file runs
+    overrides = ["duration_s=3", "warmup_s=1"]
+    if timed:
+        overrides = ["workload.arrival.rate_rps=100"] if "rate_rps:" in text else []
     results = simulate(load_scenario(path, overrides))
     req = results.summary["requests"]
     assert req["offered"] > 0

@@ -31,7 +31,7 @@ from labkit.core.balancing import Balancer, LocalLoad
 from labkit.core.breaker import BreakerConfig, CircuitBreakers
 from labkit.core.outcomes import FAILURE_SIGNALS, RETRYABLE, Detail
 from labkit.core.outlier import OutlierConfig, OutlierDetector
-from labkit.core.registry import Pool, RegistryView, WorkerId
+from labkit.core.registry import Pool, Registry, RegistryView, StrongView, WorkerId
 from labkit.core.retry_budget import RetryBudget, RetryBudgetConfig
 from labkit.errors import NoWorkerAvailable
 
@@ -141,6 +141,12 @@ class GatewayPolicy:
         self.hedges = 0
         self.budget_denied = 0
         self.panic_routes = 0
+        #: routes to a worker the view thought healthy and the registry already knew was not
+        self.misroutes = 0
+        # a strong view *is* the registry: it cannot misroute, so it skips the check
+        self._authority: Registry | None = (
+            None if isinstance(view, StrongView) else getattr(view, "registry", None)
+        )
         self.on_event: GatewayListener | None = None
         self.budget = RetryBudget(config.retry_budget) if config.retry_budget else None
         self.outlier = OutlierDetector(config.outlier) if config.outlier else None
@@ -195,13 +201,23 @@ class GatewayPolicy:
         pool = self.view.pool(agent_type, now)
         if pool is None:
             raise UnknownAgentType(agent_type)
+        seen = pool
         if self.guards or (
             self._panic > 0
             and pool is not self._last_calm
             and self._calm.get(pool.agent_type) is not pool
         ):
             pool = self._routable_pool(pool, now)
-        return self.balancer.pick(pool, key, now, exclude)
+        worker = self.balancer.pick(pool, key, now, exclude)
+        authority = self._authority
+        if (
+            authority is not None
+            and worker in seen.healthy_set
+            and authority.version != seen.version
+            and not authority.routable(worker)
+        ):
+            self.misroutes += 1
+        return worker
 
     def _routable_pool(self, pool: Pool, now: float) -> Pool:
         """The pool minus blocked workers, or every member in panic (see module docstring).
@@ -334,6 +350,7 @@ def resilience_counts(gateways: Sequence[GatewayPolicy]) -> dict[str, int]:
         "hedges": sum(g.hedges for g in gateways),
         "retry_budget_denied": sum(g.budget_denied for g in gateways),
         "panic_routes": sum(g.panic_routes for g in gateways),
+        "misroutes": sum(g.misroutes for g in gateways),
         "ejections": sum(g.outlier.ejections for g in gateways if g.outlier is not None),
         "breaker_opens": sum(g.breakers.opened for g in gateways if g.breakers is not None),
     }

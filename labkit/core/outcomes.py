@@ -37,6 +37,7 @@ class Detail(IntEnum):
     DEADLINE = 7  # no reply before the request's deadline
     UNKNOWN_TYPE = 8  # no worker ever registered the agent type
     ATTEMPT_TIMEOUT = 9  # the last attempt outlived its per-attempt timeout
+    CONFLICT = 10  # the agent's state write was rejected: a concurrent write got there first
 
     @property
     def label(self) -> str:
@@ -58,6 +59,7 @@ DETAIL_FINAL: dict[Detail, Final] = {
     Detail.DEADLINE: Final.TIMED_OUT,
     Detail.UNKNOWN_TYPE: Final.FAILED,
     Detail.ATTEMPT_TIMEOUT: Final.TIMED_OUT,
+    Detail.CONFLICT: Final.FAILED,
 }
 
 #: Codes of final statuses indexed by detail code, for vectorised mapping of record columns.
@@ -65,7 +67,13 @@ FINAL_OF_DETAIL: tuple[int, ...] = tuple(int(DETAIL_FINAL[d]) for d in Detail)
 
 #: Details a gateway may retry on another worker (the request never started, or failed there).
 RETRYABLE: frozenset[Detail] = frozenset(
-    {Detail.QUEUE_FULL, Detail.WORKER_ERROR, Detail.WORKER_LOST, Detail.ATTEMPT_TIMEOUT}
+    {
+        Detail.QUEUE_FULL,
+        Detail.WORKER_ERROR,
+        Detail.WORKER_LOST,
+        Detail.ATTEMPT_TIMEOUT,
+        Detail.CONFLICT,  # a retry re-reads the state and writes again: the usual CAS loop
+    }
 )
 
 #: Attempt endings that count against the worker's health in passive detection (outlier

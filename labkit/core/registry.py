@@ -9,6 +9,12 @@ as the last heartbeat. A gateway never reads the registry directly but through a
 - ``EventualView`` keeps a snapshot refreshed after a TTL. Between refreshes it routes on stale
   membership, health and load: a dead worker stays routable until the snapshot ages out. That is
   the trade-off this lab exists to show, not a bug.
+- ``WatchView`` is pushed every membership or health change (an etcd/ZooKeeper watch) and sees it
+  after a propagation delay; updates arrive in order. Lookups are free and stale only for the
+  delay, not for a whole TTL.
+
+A route is a *misroute* when the view handed out a worker it believed healthy that the registry
+already knew was not (``Registry.routable``): the cost of a stale view, counted by the gateway.
 
 Pools are rebuilt only when membership or health changes (tracked by ``version``), so a lookup on
 the hot path is a dict access.
@@ -16,6 +22,7 @@ the hot path is a dict access.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -122,6 +129,7 @@ class Registry:
         self._pools: dict[str, Pool] = {}
         self._pools_version = -1
         self._departed: set[WorkerId] = set()  # deregistered: listeners last heard "down"
+        self._change_listeners: list[Callable[[float], None]] = []
 
     # -- membership ---------------------------------------------------------------------------
     def register(
@@ -155,7 +163,7 @@ class Registry:
         # a re-registration is a new incarnation: its heartbeat history starts afresh
         self.detector.forget(worker_id)
         self.detector.heartbeat(worker_id, now)
-        self.version += 1
+        self._bump(now)
         if previous is not Health.HEALTHY:
             self._notify(worker_id, previous, Health.HEALTHY, now)
         return record
@@ -166,7 +174,7 @@ class Registry:
             return
         self.detector.forget(worker_id)
         self._departed.add(worker_id)
-        self.version += 1
+        self._bump(now)
         if record.health is not Health.DOWN:
             self._notify(worker_id, record.health, Health.DOWN, now)
 
@@ -196,10 +204,31 @@ class Registry:
                 changes.append((worker_id, record.health, new))
                 record.health = new
         if changes:
-            self.version += 1
+            self._bump(now)
             for worker_id, old, new in changes:
                 self._notify(worker_id, old, new, now)
         return changes
+
+    def add_change_listener(self, listener: Callable[[float], None]) -> None:
+        """``listener(now)`` is called after every change of membership or health (a watch)."""
+        self._change_listeners.append(listener)
+
+    def _bump(self, now: float) -> None:
+        self.version += 1
+        for listener in self._change_listeners:
+            listener(now)
+
+    def routable(self, worker_id: WorkerId) -> bool:
+        """Is the worker registered and healthy right now (the authority's verdict)?"""
+        record = self.workers.get(worker_id)
+        return record is not None and record.health is Health.HEALTHY
+
+    def snapshot(self) -> dict[str, Pool]:
+        """Every type's current pool (shared, immutable: cheap to hand to many views)."""
+        if self._pools_version != self.version:
+            self._pools = self._build_pools()
+            self._pools_version = self.version
+        return self._pools
 
     def _notify(self, worker_id: WorkerId, old: Health, new: Health, now: float) -> None:
         for listener in self._listeners:
@@ -208,10 +237,7 @@ class Registry:
     # -- lookups ------------------------------------------------------------------------------
     def pool(self, agent_type: str) -> Pool | None:
         """The current pool for ``agent_type``; None if no worker ever registered it."""
-        if self._pools_version != self.version:
-            self._pools = self._build_pools()
-            self._pools_version = self.version
-        pool = self._pools.get(agent_type)
+        pool = self.snapshot().get(agent_type)
         if pool is None and agent_type in self.known_types:
             return Pool(agent_type, (), (), frozenset(), self.version)
         return pool
@@ -317,3 +343,45 @@ class EventualView:
 
     def report(self, worker_id: WorkerId) -> LoadReport:
         return self._reports.get(worker_id, _EMPTY_REPORT)
+
+
+class WatchView:
+    """Pools pushed by the registry on every change, each arriving ``delay()`` seconds later.
+
+    Updates are applied in the order they were sent (a watch stream is ordered), so a quick
+    update never overtakes a slow one. Load reports are read from the registry as they are:
+    they ride on heartbeats, whose age dwarfs the propagation delay. ``stale_pools`` counts
+    lookups answered while an update was still on its way; ``updates`` counts those applied.
+    """
+
+    def __init__(self, registry: Registry, delay: Callable[[], float]) -> None:
+        self.registry = registry
+        self.delay = delay
+        self.lookup_cost_s = 0.0
+        self.report = registry.report
+        self.updates = 0
+        self.stale_pools = 0
+        self._pools: dict[str, Pool] = registry.snapshot()
+        self._known: frozenset[str] = frozenset(registry.known_types)
+        self._pending: deque[tuple[float, dict[str, Pool], frozenset[str]]] = deque()
+        self._last_due = float("-inf")
+        registry.add_change_listener(self._on_change)
+
+    def _on_change(self, now: float) -> None:
+        due = max(self._last_due, now + self.delay())
+        self._last_due = due
+        registry = self.registry
+        self._pending.append((due, registry.snapshot(), frozenset(registry.known_types)))
+
+    def pool(self, agent_type: str, now: float) -> Pool | None:
+        pending = self._pending
+        if pending:
+            while pending and pending[0][0] <= now:
+                _, self._pools, self._known = pending.popleft()
+                self.updates += 1
+            if pending:
+                self.stale_pools += 1
+        pool = self._pools.get(agent_type)
+        if pool is None and agent_type in self._known:
+            return Pool(agent_type, (), (), frozenset(), 0)
+        return pool

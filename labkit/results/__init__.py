@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from labkit.core.alerts import AlertManager
+from labkit.results.consistency import DataResults
 from labkit.results.frames import events_frame, faults_frame
 from labkit.results.records import RecordLog
 from labkit.results.recovery import recovery_summary, recovery_table, slo_summary
@@ -18,7 +19,7 @@ from labkit.scenario import Scenario
 
 __all__ = ["RecordLog", "Results", "build_results"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: columns of ``Results.alerts`` (one row per alert firing)
 ALERT_COLUMNS = [
@@ -58,6 +59,12 @@ class Results:
     alerts: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: one row per fault: detection, impact, recovery, cost (``labkit.results.recovery``)
     recovery: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: one row per state read or write (``labkit.results.consistency.STATE_COLUMNS``)
+    state_ops: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: per second: cache reads and the share each layer served
+    cache: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: adaptive batching: one row per controller decision (time, gateway, limit, p99)
+    batching: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def latency_ms(self) -> dict[str, float | None]:
@@ -99,6 +106,10 @@ class Results:
         self.records.to_parquet(paths["records"], index=False)
         self.timeseries.to_csv(paths["timeseries"], index=False)
         self.workers.to_csv(paths["workers"], index=False)
+        if not self.cache.empty:
+            tables["cache"] = self.cache
+        if not self.batching.empty:
+            tables["batching"] = self.batching
         for name, table in tables.items():
             if not table.empty:
                 paths[name] = out / f"{name}.csv"
@@ -106,6 +117,9 @@ class Results:
         if not self.health.empty and not self.faults.empty:
             paths["health"] = out / "health.parquet"
             self.health.to_parquet(paths["health"], index=False)
+        if not self.state_ops.empty:
+            paths["state_ops"] = out / "state_ops.parquet"
+            self.state_ops.to_parquet(paths["state_ops"], index=False)
         if report:
             from labkit.report import write_report
 
@@ -135,6 +149,7 @@ def build_results(
     events: pd.DataFrame | None = None,
     health: pd.DataFrame | None = None,
     alerts: AlertManager | None = None,
+    data: DataResults | None = None,
 ) -> Results:
     """Turn a driver's raw output into the shared schema.
 
@@ -193,4 +208,7 @@ def build_results(
         health=health if health is not None else pd.DataFrame(),
         alerts=alert_rows if alert_rows is not None else pd.DataFrame(columns=ALERT_COLUMNS),
         recovery=recovery,
+        state_ops=data.state_ops if data is not None else pd.DataFrame(),
+        cache=data.cache if data is not None else pd.DataFrame(),
+        batching=data.batching if data is not None else pd.DataFrame(),
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 from labkit.core.alerts import AlertConfig
 from labkit.core.balancing import DEFAULT_WEIGHTS, STRATEGIES, BalancerConfig, normalise_weights
+from labkit.core.batching import BatchingConfig
 from labkit.core.breaker import BreakerConfig
 from labkit.core.detectors import DETECTORS
 from labkit.core.faults import FaultSpec
@@ -20,11 +21,18 @@ from labkit.core.retry_budget import RetryBudgetConfig
 from labkit.core.slo import RecoveryConfig, SloConfig
 from labkit.distributions import Distribution, parse_distribution
 from labkit.errors import ScenarioError
+from labkit.scenario.consistency import (
+    CacheSpec,
+    StateSpec,
+    parse_batching,
+    parse_cache,
+    parse_state,
+)
 from labkit.scenario.failure import parse_alerts, parse_faults, parse_recovery, parse_slo
 from labkit.scenario.section import Section
 
 ARRIVAL_PROCESSES = ("poisson", "mmpp", "ramp", "diurnal", "closed")
-CONSISTENCY_MODELS = ("strong", "eventual")
+CONSISTENCY_MODELS = ("strong", "eventual", "watch")
 DEFAULT_TOPIC = "events"
 
 
@@ -132,6 +140,8 @@ class RegistrySpec:
     consistency: str = "eventual"
     cache_ttl_ms: float = 2000.0
     lookup_cost_ms: float = 1.0  # strong only: a registry round trip per lookup
+    #: watch only: how long a pushed membership/health update takes to reach a gateway
+    watch_delay: Distribution | None = None
     detector: str = "timeout"
     #: phi_accrual only: threshold, suspect_threshold, window, min_std_ms, acceptable_pause_ms
     phi: dict[str, float] = field(default_factory=dict)
@@ -154,6 +164,9 @@ class Scenario:
     slo: SloConfig = field(default_factory=SloConfig)
     alerts: AlertConfig | None = None
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    state: StateSpec | None = None
+    cache: CacheSpec | None = None
+    batching: BatchingConfig | None = None
     description: str = ""
     source: str | None = None
     #: the normalised scenario (defaults filled in) as plain data, for summary.json
@@ -189,6 +202,9 @@ def parse_scenario(
     slo = parse_slo(root.section("slo"), resolved)
     alerts = parse_alerts(root.section("alerts"), root.has("alerts"), resolved)
     recovery = parse_recovery(root.section("recovery"), resolved)
+    state = parse_state(root.section("state"), root.has("state"), resolved)
+    cache = parse_cache(root.section("cache"), root.has("cache"), duration_s, resolved)
+    batching = parse_batching(root.section("batching"), root.has("batching"), resolved)
     top = root.done(
         allowed_hint=[
             "name",
@@ -207,6 +223,9 @@ def parse_scenario(
             "slo",
             "alerts",
             "recovery",
+            "state",
+            "cache",
+            "batching",
         ]
     )
     return Scenario(
@@ -225,6 +244,9 @@ def parse_scenario(
         slo=slo,
         alerts=alerts,
         recovery=recovery,
+        state=state,
+        cache=cache,
+        batching=batching,
         description=description,
         source=source,
         resolved={**top, **resolved},
@@ -557,6 +579,10 @@ def _registry(s: Section, out: dict[str, Any]) -> RegistrySpec:
         consistency=s.string("consistency", "eventual", choices=CONSISTENCY_MODELS),
         cache_ttl_ms=s.number("cache_ttl_ms", 2000.0, min=0),
         lookup_cost_ms=s.number("lookup_cost_ms", 1.0, min=0),
+        watch_delay=s.distribution(
+            "watch_delay",
+            {"dist": "exponential", "mean_ms": 20} if s.raw.get("consistency") == "watch" else None,
+        ),
         detector=s.string("detector", "timeout", choices=DETECTORS),
         phi=_phi(s),
     )

@@ -101,6 +101,13 @@ class Section:
         self.resolved[name] = value
         return value
 
+    def boolean(self, name: str, default: Any = _MISSING) -> Any:
+        value = self._get(name, default)
+        if not isinstance(value, bool):
+            raise ScenarioError(f"must be true or false, got {_kind(value)}", path=self.key(name))
+        self.resolved[name] = value
+        return value
+
     def string_list(self, name: str, default: Any = _MISSING, *, allow_empty: bool = False) -> Any:
         value = self._get(name, default)
         if value is None:

@@ -32,6 +32,8 @@ from simpy.events import Event
 
 from labkit.core.alerts import AlertManager, Sample
 from labkit.core.balancing import LocalLoad, make_balancer
+from labkit.core.batching import Batcher, batch_size_summary
+from labkit.core.cache import STORE, CacheCluster, CacheSamplers, GatewayCache
 from labkit.core.detectors import make_detector
 from labkit.core.faults import (
     ACTUAL_STATES,
@@ -55,11 +57,14 @@ from labkit.core.registry import (
     Registry,
     RegistryView,
     StrongView,
+    WatchView,
 )
 from labkit.core.routing import SubscriptionIndex, TopicId, TypePrefixSubscription, TypeSubscription
+from labkit.core.state import StateStore, WarsSamplers
 from labkit.distributions import BatchSampler
 from labkit.errors import LabkitError, NoWorkerAvailable
 from labkit.results import RecordLog, Results, build_results
+from labkit.results.consistency import consistency_results
 from labkit.results.frames import (
     REGISTRY_STATES,
     events_frame,
@@ -144,10 +149,53 @@ class Attempt:
 
     Built in ``_dispatch`` without ``__init__`` (it is on the hot path): ``req``, ``worker``,
     ``t_sent`` and ``active`` are set there; ``t_worker`` (arrival at the worker), ``result`` and
-    ``t_end`` (crashable runs only) are set on the way, before anything reads them.
+    ``t_end`` (crashable runs only) are set on the way, before anything reads them. With a state
+    service, ``base`` is the state version the attempt read and ``write`` where its state write
+    stands (``_NO_WRITE``, ``_WRITE_DUE``, ``_WROTE`` or ``_REJECTED``).
     """
 
-    __slots__ = ("active", "req", "result", "t_end", "t_sent", "t_worker", "worker")
+    __slots__ = (
+        "active",
+        "base",
+        "req",
+        "result",
+        "t_end",
+        "t_sent",
+        "t_worker",
+        "worker",
+        "write",
+    )
+
+
+_NO_WRITE, _WRITE_DUE, _WROTE, _REJECTED = 0, 1, 2, 3
+
+
+class _Batch:
+    """Attempts the gateway sent to one worker together; the worker serves them as one unit."""
+
+    __slots__ = ("atts", "gw", "t_end", "worker", "writing")
+
+    def __init__(self, atts: list[Attempt], gw: int, worker: int) -> None:
+        self.atts = atts
+        self.gw = gw
+        self.worker = worker
+        self.t_end = 0.0
+        self.writing = False
+
+    @property
+    def active(self) -> bool:
+        return any(a.active for a in self.atts)
+
+
+def _flat(units: Any) -> list[Attempt]:
+    """The attempts in a worker's serving set or queue, batches opened up."""
+    out: list[Attempt] = []
+    for u in units:
+        if type(u) is _Batch:
+            out.extend(u.atts)
+        else:
+            out.append(u)
+    return out
 
 
 class Worker:
@@ -230,7 +278,8 @@ class FleetSim:
         self._heap = env._queue
         self._eid = env._eid
         self.progress = progress
-        seeds = np.random.SeedSequence(sc.seed).spawn(14)
+        # children are numbered: adding streams at the end leaves the earlier ones unchanged
+        seeds = np.random.SeedSequence(sc.seed).spawn(20)
         rngs = [np.random.default_rng(s) for s in seeds]
         py_seed = [int(s.generate_state(1)[0]) for s in seeds]
 
@@ -246,6 +295,9 @@ class FleetSim:
 
         # registry + failure detection
         r = sc.registry
+        if r.watch_delay is not None:
+            watch_ms = BatchSampler(r.watch_delay, rngs[14])
+            self._watch_delay: Callable[[], float] = lambda: watch_ms() / 1000
         if r.detector == "phi_accrual":
             # the first silence is judged against the configured heartbeat interval
             detector = make_detector(
@@ -295,6 +347,8 @@ class FleetSim:
             view: RegistryView
             if r.consistency == "strong":
                 view = StrongView(self.registry, r.lookup_cost_ms / 1000)
+            elif r.consistency == "watch":
+                view = WatchView(self.registry, self._watch_delay)
             else:
                 view = EventualView(self.registry, r.cache_ttl_ms / 1000)
             local = LocalLoad(sc.balancer.ewma_tau_s)
@@ -358,6 +412,8 @@ class FleetSim:
         #: any per-dispatch work beyond the plain path (guards, attempt timeouts, hedges)
         self.extras = self.guarded or self.attempt_timer is not None or self.hedge_timer is not None
         self.crashable = any(f.kind == "crash" for f in self.faults)
+        self.sent_to_unreachable = 0
+        self._setup_data(rngs, py_seed)
         self.alerts = AlertManager(sc.alerts, sc.slo) if sc.alerts is not None else None
         self.health_t: list[float] = []
         self.unregistered: set[str] = set()  # restarted while cut off from the registry
@@ -374,6 +430,54 @@ class FleetSim:
         self.samples_t: list[float] = []
         self.samples_n: list[int] = []
         self.drained = env.event()
+
+    def _setup_data(self, rngs: list[np.random.Generator], py_seed: list[int]) -> None:
+        """The state service, the cache and the batchers (each None when not configured)."""
+        sc = self.sc
+        self.state: StateStore | None = None
+        if sc.state is not None:
+            st = sc.state
+            srng = rngs[15]
+            samplers = WarsSamplers(
+                BatchSampler(st.write_delay, srng),
+                BatchSampler(st.ack_delay, srng),
+                BatchSampler(st.read_delay, srng),
+                BatchSampler(st.response_delay, srng),
+            )
+            self.state = StateStore(st.config, samplers, random.Random(py_seed[16]))
+            self.state_coin = BatchSampler(_UNIFORM, rngs[16])
+            self.state_read_p = st.config.read_fraction
+            self.state_write_p = st.config.write_fraction
+            self.state_session = st.config.model == "session"
+        self.cache: CacheCluster | None = None
+        self.gw_caches: list[GatewayCache] = []
+        if sc.cache is not None:
+            cs = sc.cache
+            crng = rngs[17]
+            self.cache = CacheCluster(
+                cs.config,
+                CacheSamplers(
+                    BatchSampler(cs.node_rtt, crng),
+                    BatchSampler(cs.store_read, crng),
+                    BatchSampler(cs.store_write, crng),
+                ),
+            )
+            self.gw_caches = [GatewayCache(self.cache, cs.config.l1) for _ in self.gateways]
+            self.cache_coin = BatchSampler(_UNIFORM, rngs[18])
+            self.cache_read_p = cs.config.read_fraction
+            self.cache_write_p = cs.config.write_fraction
+            # one entry per cache access: when, which layer served it (-1: a write), stale
+            self.cache_t: list[float] = []
+            self.cache_layer: list[int] = []
+            self.cache_stale: list[bool] = []
+            self.cache_events: list[dict[str, Any]] = []
+            self.cache_down = 0  # accesses that found no cache node alive
+        self.batchers: list[Batcher[Attempt]] | None = None
+        self.aimd = False
+        if sc.batching is not None:
+            self.batchers = [Batcher(sc.batching) for _ in self.gateways]
+            self.batching = sc.batching
+            self.aimd = sc.batching.adaptive is not None
 
     # -- scheduling ---------------------------------------------------------------------------
     def at(self, delay: float, fn: Callable[[Any], None], arg: Any = None) -> None:
@@ -448,7 +552,38 @@ class FleetSim:
             self._publish(req, gw)
         else:
             self._track_deadline(req)
+            if self.cache is not None:
+                delay = self._cache_access(req, now)
+                if delay > 0:
+                    self.at(delay, self._on_retry, req)
+                    return
             self._dispatch(req)
+
+    def _cache_access(self, req: Request, now: float) -> float:
+        """The gateway reads (or updates, write-through) the agent's object through its cache
+        before forwarding; returns how long that took."""
+        coin = self.cache_coin()
+        key = self.key_names[req.key]
+        cache = self.gw_caches[req.gw]
+        try:
+            if coin < self.cache_write_p:
+                latency = cache.write(key, now)
+                layer, stale = -1, False
+            elif coin < self.cache_write_p + (1 - self.cache_write_p) * self.cache_read_p:
+                res = cache.read(key, now)
+                latency, layer, stale = res.latency_s, res.layer, res.stale
+            else:
+                return 0.0
+        except LookupError:
+            # no cache node alive: straight to the backing store
+            self.cache_down += 1
+            write = coin < self.cache_write_p
+            latency = self.cache.bypass(key, now, write=write)  # type: ignore[union-attr]
+            layer, stale = (-1 if write else STORE), False
+        self.cache_t.append(now)
+        self.cache_layer.append(layer)
+        self.cache_stale.append(stale)
+        return latency
 
     def _publish(self, req: Request, gw: GatewayPolicy) -> None:
         topic = TopicId(self.topics[self.topic_pick()], self.key_names[req.key])
@@ -509,6 +644,9 @@ class FleetSim:
                 self.attempt_timer.push(att, now)
             if self.hedge_timer is not None and req.hedges < self.hedge_max:
                 self.hedge_timer.push(att, now)
+        if self.batchers is not None:
+            self._batch_add(req.gw, worker, att, now)
+            return
         delay = self.fixed_hop_s + gw.view.lookup_cost_s + worker.extra_s
         if self.net is not None:
             delay += self.net() / 1000
@@ -552,6 +690,7 @@ class FleetSim:
 
     def _unreachable(self, worker: Worker, att: Attempt) -> None:
         """An attempt reached a dead or cut-off worker."""
+        self.sent_to_unreachable += 1
         faults = worker.faults
         if faults.alive or faults.hang or faults.partitioned:
             return  # partitioned, or a frozen host: nothing comes back
@@ -562,6 +701,9 @@ class FleetSim:
     def _start(self, worker: Worker, att: Attempt) -> None:
         worker.busy += 1
         ms = att.req.service_ms / worker.speed
+        if self.state is not None:
+            # state calls wait on the network, not the CPU: no speed factor
+            ms += self._state_read(worker, att, self.env._now) * 1000
         worker.busy_ms += ms
         if self.crashable:  # only a crash needs to know what is in service
             att.t_end = self.env._now + ms / 1000
@@ -571,18 +713,26 @@ class FleetSim:
     def _on_complete(self, ev: Event) -> None:
         att: Attempt = ev._value
         worker = self.workers[att.worker]
-        if self.crashable:
-            serving = worker.serving
-            if att not in serving:
-                return  # the worker crashed while serving it
-            del serving[att]
+        if self.crashable and att not in worker.serving:
+            return  # the worker crashed while serving it
         now = self.env._now
+        if self.state is not None and att.write == _WRITE_DUE:
+            # the work is done; the reply waits for the state write's acknowledgement
+            latency = self._state_write(worker, att, now)
+            worker.busy_ms += latency * 1000
+            att.t_end = now + latency
+            self.at(latency, self._on_complete, att)
+            return
+        if self.crashable:
+            del worker.serving[att]
         worker.busy -= 1
         worker.served += 1
         worker.rt_ewma_ms += WORKER_EWMA_ALPHA * ((now - att.t_worker) * 1000 - worker.rt_ewma_ms)
         if worker.error_rate and self.fault_coin() < worker.error_rate:
             att.result = Detail.WORKER_ERROR
             worker.errors += 1
+        elif self.state is not None and att.write == _REJECTED:
+            att.result = Detail.CONFLICT  # the store's doing, not the worker's: no error count
         else:
             att.result = OK
         self._reply(worker, att)
@@ -596,6 +746,191 @@ class FleetSim:
                 continue
             self._start(worker, nxt)
             break
+
+    # -- agent state --------------------------------------------------------------------------
+    def _state_key(self, req: Request) -> str:
+        key = self.key_names[req.key]
+        return f"{self.agent_types[req.agent_type]}/{key}" if self.multi_type else key
+
+    def _state_read(self, worker: Worker, att: Attempt, now: float) -> float:
+        """The agent reads its state before working (if this request does); decides whether
+        it writes afterwards. Returns the read's latency in seconds."""
+        store = self.state
+        assert store is not None
+        att.base = -1
+        att.write = _WRITE_DUE if self.state_coin() < self.state_write_p else _NO_WRITE
+        if self.state_coin() >= self.state_read_p:
+            return 0.0
+        session = worker.name if self.state_session else None
+        res = store.read(self._state_key(att.req), now, session)
+        att.base = res.version
+        return res.latency_s
+
+    def _state_write(self, worker: Worker, att: Attempt, now: float) -> float:
+        store = self.state
+        assert store is not None
+        session = worker.name if self.state_session else None
+        base = att.base if att.base >= 0 else None
+        res = store.write(self._state_key(att.req), now, session, base)
+        att.write = _REJECTED if res.version is None else _WROTE
+        return res.latency_s
+
+    # -- batching -----------------------------------------------------------------------------
+    def _batch_add(self, gw_index: int, worker: Worker, att: Attempt, now: float) -> None:
+        batcher = self.batchers[gw_index]  # type: ignore[index]
+        batch, generation = batcher.add(worker.index, att, now)
+        if batch is not None:
+            self._send_batch(gw_index, worker, batch)
+        elif generation is not None:
+            self.at(
+                self.batching.max_delay_s,
+                self._on_batch_timer,
+                (gw_index, worker.index, generation),
+            )
+
+    def _on_batch_timer(self, ev: Event) -> None:
+        gw_index, index, generation = ev._value
+        batch = self.batchers[gw_index].expire(index, generation, self.env._now)  # type: ignore[index]
+        if batch is not None:
+            self._send_batch(gw_index, self.workers[index], batch)
+
+    def _send_batch(self, gw_index: int, worker: Worker, atts: list[Attempt]) -> None:
+        """One hop carries the whole batch (one network delay, one lookup cost)."""
+        delay = self.fixed_hop_s + self.gateways[gw_index].view.lookup_cost_s + worker.extra_s
+        if self.net is not None:
+            delay += self.net() / 1000
+        self.at(delay, self._on_batch_receive, _Batch(atts, gw_index, worker.index))
+
+    def _on_batch_receive(self, ev: Event) -> None:
+        batch: _Batch = ev._value
+        worker = self.workers[batch.worker]
+        if not worker.reachable:
+            for att in batch.atts:
+                self._unreachable(worker, att)
+            return
+        atts = batch.atts
+        worker.received += len(atts)
+        live = [a for a in atts if a.active]
+        worker.expired += len(atts) - len(live)
+        if not live:
+            return
+        now = self.env._now
+        for a in live:
+            a.t_worker = now
+        batch.atts = live
+        if worker.busy < worker.concurrency:
+            self._start_batch(worker, batch)
+            return
+        queue = worker.queue
+        if len(queue) >= worker.queue_limit:
+            while queue and not queue[0].active:
+                worker.expired += len(queue.popleft().atts)  # type: ignore[attr-defined]
+        if len(queue) < worker.queue_limit:
+            queue.append(batch)  # type: ignore[arg-type]
+            if len(queue) > worker.max_queue:
+                worker.max_queue = len(queue)
+            return
+        worker.rejected += len(live)
+        worker.errors += len(live)
+        for a in live:
+            a.result = Detail.QUEUE_FULL
+        self._reply_batch(worker, live)
+
+    def _start_batch(self, worker: Worker, batch: _Batch) -> None:
+        """Serve a batch: one fixed cost, then every message's own work."""
+        now = self.env._now
+        worker.busy += 1
+        cfg = self.batching
+        self.batchers[batch.gw].served(len(batch.atts))  # type: ignore[index]
+        work_ms = sum(a.req.service_ms for a in batch.atts)
+        n = len(batch.atts)
+        ms = (cfg.batch_cost_s * 1000 + n * cfg.message_cost_s * 1000 + work_ms) / worker.speed
+        if self.state is not None:
+            # the batch's state reads go out together: the slowest one holds the batch
+            ms += max(self._state_read(worker, a, now) for a in batch.atts) * 1000
+        worker.busy_ms += ms
+        batch.t_end = now + ms / 1000
+        if self.crashable:
+            worker.serving[batch] = None  # type: ignore[index]
+        self.at(ms / 1000, self._on_batch_complete, batch)
+
+    def _on_batch_complete(self, ev: Event) -> None:
+        batch: _Batch = ev._value
+        worker = self.workers[batch.worker]
+        if self.crashable and batch not in worker.serving:
+            return  # the worker crashed while serving it
+        now = self.env._now
+        atts = batch.atts
+        if self.state is not None and not batch.writing:
+            batch.writing = True
+            due = [a for a in atts if a.write == _WRITE_DUE]
+            if due:
+                latency = max(self._state_write(worker, a, now) for a in due)
+                worker.busy_ms += latency * 1000
+                batch.t_end = now + latency
+                self.at(latency, self._on_batch_complete, batch)
+                return
+        if self.crashable:
+            del worker.serving[batch]  # type: ignore[arg-type]
+        worker.busy -= 1
+        worker.served += len(atts)
+        for a in atts:
+            worker.rt_ewma_ms += WORKER_EWMA_ALPHA * ((now - a.t_worker) * 1000 - worker.rt_ewma_ms)
+            if worker.error_rate and self.fault_coin() < worker.error_rate:
+                a.result = Detail.WORKER_ERROR
+                worker.errors += 1
+            elif self.state is not None and a.write == _REJECTED:
+                a.result = Detail.CONFLICT
+            else:
+                a.result = OK
+        self._reply_batch(worker, atts)
+        queue = worker.queue
+        while queue:
+            nxt: _Batch = queue.popleft()  # type: ignore[assignment]
+            live = self._still_wanted(worker, nxt, now)
+            if not live:
+                continue
+            # batches waiting together are served together, up to the limit
+            limit = self.batchers[nxt.gw].limit  # type: ignore[index]
+            while queue and len(live) < limit:
+                more = self._still_wanted(worker, queue[0], now)  # type: ignore[arg-type]
+                if len(live) + len(more) > limit:
+                    break
+                queue.popleft()
+                live += more
+            nxt.atts = live
+            self._start_batch(worker, nxt)
+            break
+
+    @staticmethod
+    def _still_wanted(worker: Worker, batch: _Batch, now: float) -> list[Attempt]:
+        live = [a for a in batch.atts if a.active and a.req.deadline > now]
+        worker.expired += len(batch.atts) - len(live)
+        if len(live) != len(batch.atts):
+            batch.atts = live
+        return live
+
+    def _reply_batch(self, worker: Worker, atts: list[Attempt]) -> None:
+        """Replies travel back together, as the batch came."""
+        if not worker.reachable:
+            return
+        delay = self.net() / 1000 if self.net is not None else 0.0
+        delay += worker.extra_s
+        self.at(delay, self._on_batch_reply, atts)
+
+    def _on_batch_reply(self, ev: Event) -> None:
+        for att in ev._value:
+            self._gateway_reply(att)
+
+    def _batch_control(self, gw_index: int):  # type: ignore[no-untyped-def]
+        """Adaptive batching: the controller decides once per interval."""
+        batcher = self.batchers[gw_index]  # type: ignore[index]
+        assert batcher.controller is not None
+        interval = batcher.controller.config.interval_s
+        while True:
+            yield self.env.timeout(interval)
+            for link, batch in batcher.tick(self.env.now):
+                self._send_batch(gw_index, self.workers[link], batch)  # type: ignore[index]
 
     # -- worker → gateway ---------------------------------------------------------------------
     def _reply(self, worker: Worker, att: Attempt) -> None:
@@ -752,6 +1087,8 @@ class FleetSim:
             req.fanout,
         )
         self.outstanding -= 1
+        if self.aimd and (detail is OK or detail is Detail.DEADLINE):
+            self.batchers[req.gw].controller.observe(now - req.arrival)  # type: ignore[index,union-attr]
         if req.client >= 0:
             self._client_ready(req.client, now == req.arrival and detail is not OK)
         if self.arrivals_over and self.outstanding == 0 and not self.drained.triggered:
@@ -816,7 +1153,7 @@ class FleetSim:
             wk.busy_ms -= max(0.0, a.t_end - now) * 1000
         # the next heartbeat reports busy time since the last one: never below zero
         wk.last_busy_ms = min(wk.last_busy_ms, wk.busy_ms)
-        lost = [a for a in wk.serving if a.active] + [a for a in wk.queue if a.active]
+        lost = [a for a in _flat(wk.serving) if a.active] + [a for a in _flat(wk.queue) if a.active]
         wk.serving.clear()
         wk.queue.clear()
         wk.busy = 0
@@ -834,6 +1171,49 @@ class FleetSim:
             self.registry.register(wk.name, self.agent_types, now, capacity=wk.concurrency)
         else:
             self.unregistered.add(wk.name)
+
+    def _schedule_cache_events(self) -> None:
+        spec = self.sc.cache
+        assert spec is not None
+        for f in spec.failures:
+            self.at(f.at_s, self._on_cache_node, (f.node, True))
+            if f.duration_s is not None:
+                self.at(f.at_s + f.duration_s, self._on_cache_node, (f.node, False))
+        for inv in spec.invalidations:
+            self.at(inv.at_s, self._on_invalidation, inv.pattern)
+
+    def _on_cache_node(self, ev: Event) -> None:
+        node, failing = ev._value
+        now = self.env._now
+        cache = self.cache
+        assert cache is not None
+        moved = cache.fail_node(node, now) if failing else cache.recover_node(node, now)
+        self.cache_events.append(
+            {
+                "t_s": now,
+                "node": node,
+                "event": "crash" if failing else "restart",
+                "keys_moved": round(moved, 6),
+                "alive_nodes": len(cache.alive_nodes()),
+            }
+        )
+
+    def _on_invalidation(self, ev: Event) -> None:
+        now = self.env._now
+        pattern = ev._value
+        cache = self.cache
+        assert cache is not None
+        dropped = cache.invalidate(pattern, now)
+        dropped_l1 = sum(g.invalidate(pattern, now) for g in self.gw_caches)
+        self.cache_events.append(
+            {
+                "t_s": now,
+                "node": "",
+                "event": f"invalidate {pattern}",
+                "keys_dropped": dropped,
+                "l1_dropped": dropped_l1,
+            }
+        )
 
     # -- background processes -----------------------------------------------------------------
     def _heartbeats(self, bucket: int, buckets: int):  # type: ignore[no-untyped-def]
@@ -935,6 +1315,11 @@ class FleetSim:
         if self.alerts is not None:
             env.process(self._alert_loop())
         self._schedule_faults()
+        if self.batchers is not None and self.aimd:
+            for gw_index in range(len(self.batchers)):
+                env.process(self._batch_control(gw_index))
+        if self.cache is not None:
+            self._schedule_cache_events()
         if self.progress is not None:
             env.process(self._progress())
         if self.arrivals is not None:
@@ -994,7 +1379,15 @@ class FleetSim:
                 "health_changes": self.health_changes,
             },
             "resilience": resilience_counts(self.gateways),
+            "registry": self._registry_summary(),
         }
+        data = consistency_results(
+            sc,
+            state=self.state,
+            cache=self._cache_log() if self.cache is not None else None,
+            batching=self._batching_log() if self.batchers is not None else None,
+        )
+        extra.update(data.summary)
         names = [w.name for w in self.workers]
         return build_results(
             sc,
@@ -1009,7 +1402,48 @@ class FleetSim:
             events=events_frame(self.events),
             health=health_frame(self.health_t, self.health_codes, names),
             alerts=self.alerts,
+            data=data,
         )
+
+    def _registry_summary(self) -> dict[str, Any]:
+        """How stale the gateways' views were and what it cost (misroutes)."""
+        views = [g.view for g in self.gateways]
+        return {
+            "consistency": self.sc.registry.consistency,
+            "misroutes": sum(g.misroutes for g in self.gateways),
+            "stale_lookups": sum(getattr(v, "stale_pools", 0) for v in views),
+            "refreshes": sum(getattr(v, "refreshes", 0) for v in views),
+            "pushed_updates": sum(getattr(v, "updates", 0) for v in views),
+            "sent_to_unreachable": self.sent_to_unreachable,
+        }
+
+    def _cache_log(self) -> dict[str, Any]:
+        cache = self.cache
+        assert cache is not None
+        l1 = {}
+        for g in self.gw_caches:
+            for k, v in g.counters.items():
+                l1[k] = l1.get(k, 0) + v
+        return {
+            "t": self.cache_t,
+            "layer": self.cache_layer,
+            "stale": self.cache_stale,
+            "events": self.cache_events,
+            "counters": dict(cache.counters),
+            "l1_counters": l1,
+            "unavailable": self.cache_down,
+        }
+
+    def _batching_log(self) -> dict[str, Any]:
+        batchers = self.batchers
+        assert batchers is not None
+        history = [
+            (t, i, limit, p99)
+            for i, b in enumerate(batchers)
+            if b.controller is not None
+            for t, limit, p99 in b.controller.history
+        ]
+        return {"summary": batch_size_summary(batchers), "history": history}
 
 
 from labkit.distributions import parse_distribution  # noqa: E402
