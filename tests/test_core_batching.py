@@ -297,9 +297,9 @@ def test_max_batch_one_flushes_every_item_immediately() -> None:
 
 def test_served_sizes_are_counted_separately_from_sent_sizes() -> None:
     b: Batcher[int] = Batcher(BatchingConfig(max_batch=4))
-    b.served(4)
-    b.served(8)
-    b.served(4)
+    b.served(4, 0.0)
+    b.served(8, 0.0)
+    b.served(4, 0.0)
     assert b.served_sizes == {4: 2, 8: 1}
     assert b.sizes == {}
     assert set(b.flushes) == set(FLUSH_REASONS)
@@ -557,8 +557,8 @@ def test_summary_from_real_batchers() -> None:
     assert a.expire("x", 2, 0.01) == [6]
     for i in range(4):  # 2 + 2 by size
         b.add("y", i, 0.0)
-    a.served(6)
-    b.served(2)
+    a.served(6, 0.0)
+    b.served(2, 0.0)
     out = batch_size_summary([a, b])
     sent = out["sent"]
     assert isinstance(sent, dict)
@@ -590,3 +590,46 @@ def test_summary_quantiles_match_the_expanded_list(parts: list[dict[int, int]]) 
     assert sent["p99_size"] == brute_force_percentile(expanded, 99)
     assert sent["max_size"] == max(expanded)
     assert sent["mean_size"] == round(sum(expanded) / len(expanded), 4)
+
+
+# -- what the controller learns from, and merging queued batches ----------------------------------
+def test_observe_learns_from_timeouts_and_failures_not_rejections() -> None:
+    from labkit.core.outcomes import Detail
+
+    b: Batcher[int] = Batcher(BatchingConfig(max_batch=4, adaptive=adaptive(min_samples=1)))
+    assert b.controller is not None
+    b.observe(0.5, Detail.DEADLINE)
+    b.observe(0.4, Detail.ATTEMPT_TIMEOUT)
+    b.observe(0.3, Detail.WORKER_LOST)
+    b.observe(0.001, Detail.OK)
+    b.observe(0.0, Detail.RATE_LIMITED)
+    b.observe(0.0, Detail.QUEUE_FULL)
+    assert sorted(b.controller._window) == [0.001, 0.3, 0.4, 0.5]
+
+
+def test_sizes_outside_the_measured_window_are_not_counted() -> None:
+    b: Batcher[int] = Batcher(BatchingConfig(max_batch=2), measure_from=1.0, measure_until=2.0)
+    b.add("x", 1, 0.5)
+    b.add("x", 2, 0.5)  # full before the window: not counted
+    b.add("x", 3, 1.5)
+    b.add("x", 4, 1.5)
+    b.served(2, 0.5)
+    b.served(2, 1.5)
+    assert b.sizes == {2: 1} and b.served_sizes == {2: 1}
+    assert b.flushes["size"] == 1
+
+
+def test_coalesce_takes_queued_batches_while_they_fit() -> None:
+    from collections import deque
+
+    from labkit.core.batching import coalesce
+
+    queued: deque[list[int]] = deque([[2, 3], [4], [5, 6, 7], [8]])
+    assert coalesce([1], queued, 4, list) == [1, 2, 3, 4]
+    assert list(queued) == [[5, 6, 7], [8]]
+    # the next one would overflow: it stays
+    assert coalesce([9, 10], queued, 4, list) == [9, 10]
+    assert list(queued) == [[5, 6, 7], [8]]
+    # ``take`` filters what is still worth serving (expired messages drop out)
+    assert coalesce([], queued, 4, lambda b: [m for m in b if m != 6]) == [5, 7, 8]
+    assert not queued

@@ -14,6 +14,7 @@ from labkit.core.cache import (
     LAYERS,
     REPLICA,
     STORE,
+    WRITE,
     CacheCluster,
     CacheConfig,
     CacheRead,
@@ -433,3 +434,22 @@ def test_lfu_beats_lru_on_a_skewed_workload_with_a_scan() -> None:
 
 def test_runs_are_deterministic() -> None:
     assert hit_rates_around_a_failure(1, seed=3) == hit_rates_around_a_failure(1, seed=3)
+
+
+# -- what one request does: the read/write mix and the bypass ------------------------------------
+def test_access_follows_the_mix_and_bypasses_a_dead_cache() -> None:
+    c = cluster(nodes=1, replication=1, read_fraction=0.5, write_fraction=0.2)
+    g = GatewayCache(c, None)
+    assert g.access("k", 0.0, 0.1).layer == WRITE  # coin < write_fraction
+    read = g.access("k", 0.0, 0.3)  # within 0.2 + 0.8 * 0.5 = 0.6: a read
+    assert read is not None and read.layer != WRITE and not read.unavailable
+    assert g.access("k", 0.0, 0.7) is None  # neither
+    c.fail_node("c-0", 1.0)
+    down = g.access("k", 1.0, 0.3)
+    assert down is not None and down.unavailable
+    assert down.latency_s * 1000 == STORE_READ
+    version = c.store_version.get("k", 0)
+    down_write = g.access("k", 1.0, 0.1)
+    assert down_write is not None and down_write.unavailable
+    assert down_write.latency_s * 1000 == STORE_WRITE
+    assert c.store_version["k"] == version + 1  # the store still took the write

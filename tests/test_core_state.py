@@ -565,3 +565,24 @@ def test_summary_empty() -> None:
     assert summary["stale_fraction"] is None
     assert summary["k_staleness"] == {"1": None, "2": None, "3": None}
     assert summary["model"] == "eventual" and summary["n"] == 3
+
+
+# -- request plan and sessions that die with their worker ---------------------------------------
+def test_plan_follows_the_configured_fractions() -> None:
+    s = store(exp_samplers(random.Random(1)), read_fraction=0.25, write_fraction=0.5)
+    assert s.plan(0.2, 0.4) == (True, True)
+    assert s.plan(0.25, 0.5) == (False, False)
+    assert s.plan(0.9, 0.1) == (False, True)
+
+
+def test_forget_session_drops_read_your_writes() -> None:
+    # writes reach the primary quickly and the others never within the test; the session's
+    # re-read at the primary is what makes its read fresh, and a forgotten session has no token
+    samplers = WarsSamplers(seq(1.0, 1e6, 1e6), const(1.0), const(1.0), const(1.0))
+    s = store(samplers, model="session", n=3, r=1, w=1)
+    s.write("k", 0.0, session="w-1")
+    assert s.session_token("w-1", "k") == 1
+    s.forget_session("w-1")
+    assert s.session_token("w-1", "k") == 0
+    res = s.read("k", 1.0, session="w-1")
+    assert not res.session_retry

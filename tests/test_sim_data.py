@@ -13,6 +13,7 @@ from labkit.compare import compare, headline, parse_vary
 from labkit.errors import ScenarioError
 from labkit.scenario import load_scenario, scenario_from_dict
 from labkit.sim import simulate
+from labkit.sim.driver import FleetSim
 from tests.conftest import SCENARIOS
 
 
@@ -263,7 +264,8 @@ def test_batching_saves_worker_time_near_saturation() -> None:
     batched8 = run(batched(8, 950))
     b = batched8.summary["batching"]
     assert b["served"]["mean_size"] > 1.5
-    assert b["sent"]["messages"] == b["served"]["messages"]
+    # window edges: a few sent just before warm-up ends are served just after
+    assert b["sent"]["messages"] == pytest.approx(b["served"]["messages"], rel=0.01)
     assert batched8.workers["utilization"].mean() < unbatched.workers["utilization"].mean() - 0.1
     assert batched8.summary["latency_ms"]["p99"] < unbatched.summary["latency_ms"]["p99"] / 2
     # at low load the buffer's wait is pure cost
@@ -289,10 +291,19 @@ def test_batching_with_crashes_and_state_ends_every_request() -> None:
     data["state"] = {"model": "session"}
     data["gateway"] = {"timeout_ms": 500, "retries": {"max_attempts": 2, "base_ms": 1}}
     data["faults"] = [{"kind": "crash", "at_s": 5, "workers": 1, "restart_after_s": 2}]
-    res = run(data)
-    req = res.summary["requests"]
-    assert req["completed"] + req["failed"] + req["rejected"] + req["timed_out"] == req["offered"]
-    assert res.summary["details"].get("worker_lost", 0) + req["completed"] > 0
+    sim = FleetSim(scenario_from_dict(data))
+    res = sim.run()
+    # every request created has exactly one record, and the fleet is idle after the drain
+    assert len(res.records) == sim.next_id
+    assert sim.outstanding == 0
+    for wk in sim.workers:
+        assert wk.busy == 0 and not wk.queue and not wk.serving
+    for batcher in sim.batchers or []:
+        assert all(batcher.pending(w.index) == 0 for w in sim.workers)
+    # the crash lost what was in service and queued; the retries carried it elsewhere
+    assert res.workers["lost"].sum() > 0
+    assert res.summary["resilience"]["retries"] > 0
+    assert res.summary["requests"]["completed"] > 0.9 * res.summary["requests"]["offered"]
     assert res.summary["state"]["reads"] > 0
 
 
@@ -357,3 +368,55 @@ def test_headline_without_data_sections() -> None:
     row = headline(res.summary)
     assert "state_stale_fraction" not in row and "cache_hit_rate" not in row
     assert row["misroutes"] == 0
+
+
+def test_queue_limit_counts_requests_not_batches() -> None:
+    data = batched(8, 1400, max_delay_ms=5)
+    data["workers"]["queue_limit"] = 2
+    res = run(data)
+    assert res.workers["max_queue"].max() <= 2
+    assert res.summary["details"].get("queue_full", 0) > 0
+
+
+def test_conflict_retries_stay_on_the_agents_home_worker() -> None:
+    # with consistent hashing the agent's worker holds its session token: a compare-and-set
+    # retry that wandered to another worker would read without it and could be stale
+    data = stateful("session", conflict="reject")
+    data["gateway"] = {"timeout_ms": 1000, "retries": {"max_attempts": 4, "base_ms": 1}}
+    data["workers"]["concurrency"] = 4
+    res = run(data)
+    st = res.summary["state"]
+    assert st["conflicts"]["rejected"] > 0
+    assert st["stale_fraction"] == 0
+    rec = res.records[res.records["attempts"] > 1]
+    assert len(rec) > 0
+
+
+def test_adaptive_batching_learns_from_attempt_timeouts() -> None:
+    # a frozen worker: requests sent to it time out per attempt and retry elsewhere; the
+    # controller must see those slow requests and shrink the limit, not grow it
+    data = batched(
+        5, 400, adaptive={"target_p99_ms": 50, "interval_s": 1, "max_batch": 16, "min_samples": 5}
+    )
+    data["gateway"] = {
+        "timeout_ms": 2000,
+        "retries": {"max_attempts": 3, "base_ms": 1, "attempt_timeout_ms": 100},
+    }
+    data["faults"] = [{"kind": "crash", "at_s": 1, "workers": 1, "connection": "hang"}]
+    data["registry"] = {"heartbeat_interval_ms": 10000, "failure_timeout_ms": 30000}
+    res = run(data)
+    limits = res.batching.sort_values("t_s")["limit"].tolist()
+    assert limits[-1] < 5
+
+
+def test_batch_sizes_cover_the_measured_window_only() -> None:
+    res = run(batched(4, 600))
+    b = res.summary["batching"]
+    offered = res.summary["requests"]["offered"]
+    assert b["served"]["messages"] == pytest.approx(offered, rel=0.05)
+
+
+def test_cache_ttl_null_never_expires() -> None:
+    sc = scenario_from_dict(cached(ttl_s=None))
+    assert sc.cache is not None and sc.cache.config.ttl_s is None
+    assert sc.to_dict()["cache"]["ttl_s"] is None

@@ -26,13 +26,20 @@ In adaptive mode an ``AimdController`` moves ``limit`` the way TCP moves its win
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
+from collections import deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from labkit.core.outcomes import Detail, Final
 
 T = TypeVar("T")
 
 FLUSH_REASONS = ("size", "delay")
+#: requests whose latency the adaptive controller learns from: everything that went through
+#: the batches, including failures and timeouts (a timeout is the worst latency of all);
+#: rejections are turned away before batching and would only flatter the p99
+OBSERVED_FINALS = frozenset({Final.COMPLETED, Final.FAILED, Final.TIMED_OUT})
 
 
 @dataclass(frozen=True)
@@ -136,8 +143,13 @@ class _Buffer(Generic[T]):
 class Batcher(Generic[T]):
     """One gateway's batch buffers, one per worker link, sharing one size limit."""
 
-    def __init__(self, config: BatchingConfig) -> None:
+    def __init__(
+        self, config: BatchingConfig, measure_from: float = 0.0, measure_until: float = math.inf
+    ) -> None:
         self.config = config
+        # batch-size figures cover the measured window only, like every other figure
+        self._lo = measure_from
+        self._hi = measure_until
         self.controller = (
             AimdController(config.adaptive, config.max_batch) if config.adaptive else None
         )
@@ -166,7 +178,7 @@ class Batcher(Generic[T]):
         items.append(item)
         limit = self.limit
         if len(items) >= limit:
-            return self._flush(buf, "size", limit), None
+            return self._flush(buf, "size", limit, now), None
         if len(items) == 1:
             buf.opened_at = now
             return None, buf.generation
@@ -177,7 +189,7 @@ class Batcher(Generic[T]):
         buf = self._buffers.get(link)
         if buf is None or buf.generation != generation or not buf.items:
             return None
-        return self._flush(buf, "delay", len(buf.items))
+        return self._flush(buf, "delay", len(buf.items), now)
 
     def tick(self, now: float) -> list[tuple[Hashable, list[T]]]:
         """Adaptive mode, once per interval: the controller decides, and buffers the new limit
@@ -189,18 +201,24 @@ class Batcher(Generic[T]):
         out: list[tuple[Hashable, list[T]]] = []
         for link, buf in self._buffers.items():
             while len(buf.items) >= limit:
-                out.append((link, self._flush(buf, "size", limit)))
+                out.append((link, self._flush(buf, "size", limit, now)))
         return out
 
-    def served(self, size: int) -> None:
+    def served(self, size: int, now: float) -> None:
         """A worker served a batch of ``size`` messages sent by this gateway."""
-        self.served_sizes[size] = self.served_sizes.get(size, 0) + 1
+        if self._lo <= now < self._hi:
+            self.served_sizes[size] = self.served_sizes.get(size, 0) + 1
+
+    def observe(self, latency_s: float, detail: Detail) -> None:
+        """A request from this gateway finished: adaptive mode learns from its latency."""
+        if self.controller is not None and detail.final in OBSERVED_FINALS:
+            self.controller.observe(latency_s)
 
     def pending(self, link: Hashable) -> int:
         buf = self._buffers.get(link)
         return len(buf.items) if buf is not None else 0
 
-    def _flush(self, buf: _Buffer[T], reason: str, count: int) -> list[T]:
+    def _flush(self, buf: _Buffer[T], reason: str, count: int, now: float) -> list[T]:
         """Send the oldest ``count`` messages. Messages left behind keep their generation, so
         the timer already armed for the oldest of them still flushes them in time."""
         batch = buf.items[:count]
@@ -208,10 +226,27 @@ class Batcher(Generic[T]):
         buf.items = rest
         if not rest:
             buf.generation += 1
-        n = len(batch)
-        self.sizes[n] = self.sizes.get(n, 0) + 1
-        self.flushes[reason] += 1
+        if self._lo <= now < self._hi:
+            n = len(batch)
+            self.sizes[n] = self.sizes.get(n, 0) + 1
+            self.flushes[reason] += 1
         return batch
+
+
+def coalesce(
+    first: list[T], queued: deque[Any], limit: int, take: Callable[[Any], list[T]]
+) -> list[T]:
+    """A worker about to serve ``first`` also takes the batches queued right behind it, as long
+    as the total stays within ``limit`` (a consumer draining its queue). ``take`` turns a queued
+    batch into the messages still worth serving (the driver drops expired ones)."""
+    batch = first
+    while queued and len(batch) < limit:
+        more = take(queued[0])
+        if len(batch) + len(more) > limit:
+            break
+        queued.popleft()
+        batch = batch + more
+    return batch
 
 
 def batch_size_summary(batchers: list[Batcher[T]]) -> dict[str, object]:

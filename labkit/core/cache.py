@@ -22,8 +22,10 @@ LFU) of ``Entry(version, expires_at)``.
   list. The caller waits for the store write plus a *quorum*: the primary and enough of the
   fastest replicas that a majority of the list has acknowledged, i.e. ⌊r/2⌋ replicas for a list
   of r nodes (r = 3: the fastest 1, r = 5: the fastest 2, r = 1: none). The others catch up
-  asynchronously. Because the cluster updates every copy, the L2 itself is never stale after a
-  write; staleness comes only from L1.
+  asynchronously. The cluster updates every copy on the key's current nodes, so the L2 is stale
+  only through node churn: a copy left on a node that dropped out of the key's list can come
+  back into it after later failures and be served (counted as a stale hit). Otherwise
+  staleness comes from L1.
 * Expiry is lazy: an expired entry is deleted (and counted) when a read finds it, which is how
   real caches avoid a timer per key. ``ttl_s=None`` means entries never expire.
 * Node failure drops the node's contents (a restarted cache node is cold) and rebuilds the ring
@@ -149,6 +151,18 @@ class Entry:
 
     version: int
     expires_at: float
+
+
+#: layer code of a write in access logs (reads use L1..STORE)
+WRITE = -1
+
+
+@dataclass(frozen=True, slots=True)
+class CacheAccess:
+    latency_s: float
+    layer: int  # L1, L2, REPLICA, STORE for a read; WRITE for an update
+    stale: bool
+    unavailable: bool  # no cache node was alive: the backing store answered directly
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,6 +517,25 @@ class GatewayCache:
         ):
             self.counters["l1_evictions"] += 1
         return latency_s
+
+    def access(self, key: str, now: float, coin: float) -> CacheAccess | None:
+        """What one request does with the cache, by the config's mix: with probability
+        ``write_fraction`` a write-through update, else with probability ``read_fraction`` a
+        read, else nothing (None). ``coin`` is the caller's uniform draw. With no cache node
+        alive the request goes straight to the backing store (``unavailable``)."""
+        config = self.cluster.config
+        write_p = config.write_fraction
+        write = coin < write_p
+        if not write and coin >= write_p + (1 - write_p) * config.read_fraction:
+            return None
+        try:
+            if write:
+                return CacheAccess(self.write(key, now), WRITE, False, False)
+            res = self.read(key, now)
+            return CacheAccess(res.latency_s, res.layer, res.stale, False)
+        except LookupError:
+            latency = self.cluster.bypass(key, now, write=write)
+            return CacheAccess(latency, WRITE if write else STORE, False, True)
 
     def invalidate(self, pattern: str, now: float) -> int:
         """Drop this L1's entries matching the glob ``pattern``; returns how many. The driver

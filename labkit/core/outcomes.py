@@ -76,6 +76,11 @@ RETRYABLE: frozenset[Detail] = frozenset(
     }
 )
 
+#: Retryable details whose retry goes back to the *same* worker: a compare-and-set conflict is
+#: the agent's own state moving under it, not the worker failing, and the agent's home worker
+#: (its session, its affinity) is where the retry belongs.
+RETRY_SAME_WORKER: frozenset[Detail] = frozenset({Detail.CONFLICT})
+
 #: Attempt endings that count against the worker's health in passive detection (outlier
 #: ejection, circuit breakers): errors, lost connections and timeouts, as Envoy's
 #: consecutive-gateway-failure counts them. A full queue is load shedding by a worker that

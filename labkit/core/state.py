@@ -272,6 +272,18 @@ class StateStore:
         state = self._keys.get(key)
         return state.latest if state is not None else 0
 
+    def plan(self, read_coin: float, write_coin: float) -> tuple[bool, bool]:
+        """Does a request read its agent's state before its work, and write it after?
+        The caller draws the two uniform coins (so the randomness stays in its streams)."""
+        config = self.config
+        return read_coin < config.read_fraction, write_coin < config.write_fraction
+
+    def forget_session(self, session: str) -> None:
+        """The session's holder died (a worker crash): its tokens die with it, so after a
+        restart it no longer gets read-your-writes for what it wrote before."""
+        for token_key in [k for k in self._tokens if k[0] == session]:
+            del self._tokens[token_key]
+
     def session_token(self, session: str, key: str) -> int:
         """The highest version of ``key`` that ``session`` wrote or read (0 if none)."""
         return self._tokens.get((session, key), 0)

@@ -143,7 +143,7 @@ def parse_cache(
             replication=replication,
             capacity=s.number("capacity", 10_000, min=1, integer=True),
             eviction=s.string("eviction", "lru", choices=EVICTION_POLICIES),
-            ttl_s=s.number("ttl_s", 60.0, min=0, min_exclusive=True),
+            ttl_s=_ttl(s),
             read_repair=s.boolean("read_repair", True),
             l1=l1,
             read_fraction=s.number("read_fraction", 1.0, min=0, max=1),
@@ -163,6 +163,15 @@ def parse_cache(
     )
     out["cache"] = {**s.done(), "l1": l1_resolved}
     return spec
+
+
+def _ttl(s: Section) -> float | None:
+    """``ttl_s: null`` means entries never expire; left out, 60 s."""
+    if "ttl_s" in s.raw and s.raw["ttl_s"] is None:
+        s.raw_value("ttl_s")
+        s.resolved["ttl_s"] = None
+        return None
+    return s.number("ttl_s", 60.0, min=0, min_exclusive=True)
 
 
 def _failures(s: Section, nodes: list[str], duration_s: float) -> tuple[CacheNodeFailure, ...]:

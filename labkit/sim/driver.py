@@ -32,8 +32,8 @@ from simpy.events import Event
 
 from labkit.core.alerts import AlertManager, Sample
 from labkit.core.balancing import LocalLoad, make_balancer
-from labkit.core.batching import Batcher, batch_size_summary
-from labkit.core.cache import STORE, CacheCluster, CacheSamplers, GatewayCache
+from labkit.core.batching import Batcher, batch_size_summary, coalesce
+from labkit.core.cache import CacheCluster, CacheSamplers, GatewayCache
 from labkit.core.detectors import make_detector
 from labkit.core.faults import (
     ACTUAL_STATES,
@@ -49,7 +49,7 @@ from labkit.core.gateway import (
     UnknownAgentType,
     resilience_counts,
 )
-from labkit.core.outcomes import SEVERITY, Detail
+from labkit.core.outcomes import RETRY_SAME_WORKER, SEVERITY, Detail
 from labkit.core.registry import (
     EventualView,
     Health,
@@ -185,6 +185,14 @@ class _Batch:
     @property
     def active(self) -> bool:
         return any(a.active for a in self.atts)
+
+
+def _queued(worker: Worker) -> int:
+    """Requests waiting in a worker's queue (its entries are batches when batching is on)."""
+    queue = worker.queue
+    if queue and type(queue[0]) is _Batch:
+        return sum(len(b.atts) for b in queue)  # type: ignore[attr-defined]
+    return len(queue)
 
 
 def _flat(units: Any) -> list[Attempt]:
@@ -446,8 +454,6 @@ class FleetSim:
             )
             self.state = StateStore(st.config, samplers, random.Random(py_seed[16]))
             self.state_coin = BatchSampler(_UNIFORM, rngs[16])
-            self.state_read_p = st.config.read_fraction
-            self.state_write_p = st.config.write_fraction
             self.state_session = st.config.model == "session"
         self.cache: CacheCluster | None = None
         self.gw_caches: list[GatewayCache] = []
@@ -464,8 +470,6 @@ class FleetSim:
             )
             self.gw_caches = [GatewayCache(self.cache, cs.config.l1) for _ in self.gateways]
             self.cache_coin = BatchSampler(_UNIFORM, rngs[18])
-            self.cache_read_p = cs.config.read_fraction
-            self.cache_write_p = cs.config.write_fraction
             # one entry per cache access: when, which layer served it (-1: a write), stale
             self.cache_t: list[float] = []
             self.cache_layer: list[int] = []
@@ -475,7 +479,9 @@ class FleetSim:
         self.batchers: list[Batcher[Attempt]] | None = None
         self.aimd = False
         if sc.batching is not None:
-            self.batchers = [Batcher(sc.batching) for _ in self.gateways]
+            self.batchers = [
+                Batcher(sc.batching, sc.warmup_s, sc.duration_s) for _ in self.gateways
+            ]
             self.batching = sc.batching
             self.aimd = sc.batching.adaptive is not None
 
@@ -562,28 +568,15 @@ class FleetSim:
     def _cache_access(self, req: Request, now: float) -> float:
         """The gateway reads (or updates, write-through) the agent's object through its cache
         before forwarding; returns how long that took."""
-        coin = self.cache_coin()
-        key = self.key_names[req.key]
-        cache = self.gw_caches[req.gw]
-        try:
-            if coin < self.cache_write_p:
-                latency = cache.write(key, now)
-                layer, stale = -1, False
-            elif coin < self.cache_write_p + (1 - self.cache_write_p) * self.cache_read_p:
-                res = cache.read(key, now)
-                latency, layer, stale = res.latency_s, res.layer, res.stale
-            else:
-                return 0.0
-        except LookupError:
-            # no cache node alive: straight to the backing store
+        access = self.gw_caches[req.gw].access(self.key_names[req.key], now, self.cache_coin())
+        if access is None:
+            return 0.0
+        if access.unavailable:
             self.cache_down += 1
-            write = coin < self.cache_write_p
-            latency = self.cache.bypass(key, now, write=write)  # type: ignore[union-attr]
-            layer, stale = (-1 if write else STORE), False
         self.cache_t.append(now)
-        self.cache_layer.append(layer)
-        self.cache_stale.append(stale)
-        return latency
+        self.cache_layer.append(access.layer)
+        self.cache_stale.append(access.stale)
+        return access.latency_s
 
     def _publish(self, req: Request, gw: GatewayPolicy) -> None:
         topic = TopicId(self.topics[self.topic_pick()], self.key_names[req.key])
@@ -758,8 +751,9 @@ class FleetSim:
         store = self.state
         assert store is not None
         att.base = -1
-        att.write = _WRITE_DUE if self.state_coin() < self.state_write_p else _NO_WRITE
-        if self.state_coin() >= self.state_read_p:
+        reads, writes = store.plan(self.state_coin(), self.state_coin())
+        att.write = _WRITE_DUE if writes else _NO_WRITE
+        if not reads:
             return 0.0
         session = worker.name if self.state_session else None
         res = store.read(self._state_key(att.req), now, session)
@@ -821,14 +815,18 @@ class FleetSim:
         if worker.busy < worker.concurrency:
             self._start_batch(worker, batch)
             return
+        # the queue limit counts requests, as without batching
         queue = worker.queue
-        if len(queue) >= worker.queue_limit:
+        waiting = _queued(worker)
+        if waiting + len(live) > worker.queue_limit:
             while queue and not queue[0].active:
                 worker.expired += len(queue.popleft().atts)  # type: ignore[attr-defined]
-        if len(queue) < worker.queue_limit:
+            waiting = _queued(worker)
+        if waiting + len(live) <= worker.queue_limit:
             queue.append(batch)  # type: ignore[arg-type]
-            if len(queue) > worker.max_queue:
-                worker.max_queue = len(queue)
+            waiting += len(live)
+            if waiting > worker.max_queue:
+                worker.max_queue = waiting
             return
         worker.rejected += len(live)
         worker.errors += len(live)
@@ -841,7 +839,7 @@ class FleetSim:
         now = self.env._now
         worker.busy += 1
         cfg = self.batching
-        self.batchers[batch.gw].served(len(batch.atts))  # type: ignore[index]
+        self.batchers[batch.gw].served(len(batch.atts), now)  # type: ignore[index]
         work_ms = sum(a.req.service_ms for a in batch.atts)
         n = len(batch.atts)
         ms = (cfg.batch_cost_s * 1000 + n * cfg.message_cost_s * 1000 + work_ms) / worker.speed
@@ -892,13 +890,7 @@ class FleetSim:
                 continue
             # batches waiting together are served together, up to the limit
             limit = self.batchers[nxt.gw].limit  # type: ignore[index]
-            while queue and len(live) < limit:
-                more = self._still_wanted(worker, queue[0], now)  # type: ignore[arg-type]
-                if len(live) + len(more) > limit:
-                    break
-                queue.popleft()
-                live += more
-            nxt.atts = live
+            nxt.atts = coalesce(live, queue, limit, lambda b: self._still_wanted(worker, b, now))
             self._start_batch(worker, nxt)
             break
 
@@ -995,16 +987,19 @@ class FleetSim:
 
     def _attempt_failed(self, req: Request, name: str, detail: Detail, now: float) -> None:
         """An attempt ended badly: wait for a sibling still in flight, retry, or give up."""
+        elsewhere = detail not in RETRY_SAME_WORKER
         if req.live:
             # a sibling is still out and its outcome decides; a retry after it avoids this one
-            _avoid(req, name)
+            if elsewhere:
+                _avoid(req, name)
             return
         gw = self.gateways[req.gw]
         delay = gw.after_attempt(detail, req.attempts, now, req.deadline)
         if delay is None:
             self._finish(req, detail)
             return
-        _avoid(req, name)
+        if elsewhere:
+            _avoid(req, name)
         self.at(delay, self._on_retry, req)
 
     def _on_retry(self, ev: Event) -> None:
@@ -1087,8 +1082,8 @@ class FleetSim:
             req.fanout,
         )
         self.outstanding -= 1
-        if self.aimd and (detail is OK or detail is Detail.DEADLINE):
-            self.batchers[req.gw].controller.observe(now - req.arrival)  # type: ignore[index,union-attr]
+        if self.aimd:
+            self.batchers[req.gw].observe(now - req.arrival, detail)  # type: ignore[index]
         if req.client >= 0:
             self._client_ready(req.client, now == req.arrival and detail is not OK)
         if self.arrivals_over and self.outstanding == 0 and not self.drained.triggered:
@@ -1156,6 +1151,8 @@ class FleetSim:
         lost = [a for a in _flat(wk.serving) if a.active] + [a for a in _flat(wk.queue) if a.active]
         wk.serving.clear()
         wk.queue.clear()
+        if self.state is not None:
+            self.state.forget_session(wk.name)  # its session tokens lived in its memory
         wk.busy = 0
         wk.lost += len(lost)
         if not wk.faults.hang and not wk.faults.partitioned:
@@ -1232,7 +1229,7 @@ class FleetSim:
                 received = wk.received - wk.last_received
                 report = LoadReport(
                     cpu=min(1.0, (wk.busy_ms - wk.last_busy_ms) / capacity_ms),
-                    active=wk.busy + len(wk.queue),
+                    active=wk.busy + _queued(wk),
                     capacity=wk.concurrency,
                     rt_ewma_ms=wk.rt_ewma_ms,
                     error_rate=(wk.errors - wk.last_errors) / received if received else 0.0,
@@ -1241,7 +1238,7 @@ class FleetSim:
                 wk.last_busy_ms = wk.busy_ms
                 wk.last_errors = wk.errors
                 wk.last_received = wk.received
-                wk.queue_sum += len(wk.queue)
+                wk.queue_sum += _queued(wk)
                 wk.queue_samples += 1
                 registry.heartbeat(wk.name, now, report)
             yield env.timeout(interval)
