@@ -9,10 +9,14 @@ SCENARIO ?= scenarios/quickstart.yaml
 
 .PHONY: run test lint bench clean
 
-$(STAMP): pyproject.toml
+PROTOS := $(wildcard protos/*.proto)
+
+# the venv, labkit (editable) with its test extras, and the gRPC code generated from protos/
+$(STAMP): pyproject.toml $(PROTOS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m labkit.live.codegen
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -23,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check labkit tests benchmarks
 
 # LABKIT_QUICK=1 makes notebooks use their documented quick size.
-test: lint
+test: $(STAMP) lint
 	LABKIT_QUICK=1 MPLBACKEND=Agg $(BIN)/python -m pytest --nbmake --nbmake-timeout=300 tests notebooks
 
 bench: $(STAMP)

@@ -85,6 +85,63 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--seed", type=int, help="override the scenario's seed")
     comp.add_argument("--out", type=Path, help="output directory (default: out/<name>-compare)")
 
+    gw = sub.add_parser(
+        "gateway",
+        help="run the live gRPC gateway (AutoGen's Agent Worker Protocol) until Ctrl-C",
+        description=(
+            "Serve AutoGen's Agent Worker Protocol (agents.AgentRpc) with labkit's policy core: "
+            "unmodified AutoGen workers connect with GrpcWorkerAgentRuntime(host_address=...). "
+            "Prints 'labkit gateway listening on HOST:PORT' once bound."
+        ),
+    )
+    gw.add_argument("--scenario", type=Path, help="take gateway and balancer settings from it")
+    gw.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    gw.add_argument("--port", type=int, default=50051, help="port (0 picks a free one)")
+    gw.add_argument("--timeout-ms", type=float, help="per-RPC deadline (default 30000)")
+    gw.add_argument(
+        "--api-key", dest="api_keys", action="append", default=[], help="accepted key (repeatable)"
+    )
+    gw.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    gw.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    live = sub.add_parser(
+        "live",
+        help="run a scenario against real processes on loopback (gateway, workers, load)",
+        description=(
+            "Start the gateway and workers.count labkit worker processes on 127.0.0.1, run the "
+            "scenario's open-loop workload and faults against them, and write results in the "
+            "same schema as `labkit run`. Every process is torn down at the end."
+        ),
+    )
+    live.add_argument("scenario", type=Path, help="scenario YAML file")
+    live.add_argument("--seed", type=int, help="override the scenario's seed")
+    live.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    live.add_argument("--out", type=Path, help="output directory (default: out/<name>-live)")
+    live.add_argument("--no-report", action="store_true", help="skip the PNG plots and report")
+    live.add_argument("--quiet", "-q", action="store_true", help="print no summary or progress")
+
+    wk = sub.add_parser(
+        "worker",
+        help="run a labkit worker process (synthetic agents) against a live gateway",
+        description=(
+            "Host synthetic agents whose service time follows the scenario's distribution; "
+            "reports load and reconnects with backoff after a gateway restart."
+        ),
+    )
+    wk.add_argument("--gateway", required=True, help="gateway address HOST:PORT")
+    wk.add_argument(
+        "--agent-type", dest="agent_types", action="append", default=[], help="(repeatable)"
+    )
+    wk.add_argument("--scenario", type=Path, help="take service time and concurrency from it")
+    wk.add_argument("--service-time-ms", type=float, help="mean of an exponential service time")
+    wk.add_argument("--concurrency", type=int, help="requests served at once (default 1)")
+    wk.add_argument("--speed", type=float, default=1.0, help="service time is divided by it")
+    wk.add_argument("--name", default="", help="client id (default: worker-<uuid>)")
+    wk.add_argument("--topic", dest="topics", action="append", default=[], help="subscribe to")
+    wk.add_argument("--api-key")
+    wk.add_argument("--seed", type=int, default=0)
+    wk.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
     validate = sub.add_parser(
         "validate",
         help="check scenario files and report every problem",
@@ -143,6 +200,79 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _live(args: argparse.Namespace) -> int:
+    import yaml
+
+    from labkit.live.run import run_live
+    from labkit.progress import ProgressBar
+    from labkit.report import format_summary
+    from labkit.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario, args.overrides, seed=args.seed)
+    out = args.out or Path("out") / f"{scenario.name}-live"
+    out.mkdir(parents=True, exist_ok=True)
+    # the gateway and workers read the scenario from a file: give them the resolved one, so
+    # --set and --seed reach them too
+    resolved = out / "scenario.yaml"
+    resolved.write_text(yaml.safe_dump(scenario.to_dict(), sort_keys=False))
+    scenario = load_scenario(resolved)
+    bar = None if args.quiet else ProgressBar(f"live {scenario.name}")
+    try:
+        results = run_live(scenario, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    paths = results.write(out, report=not args.no_report)
+    if not args.quiet:
+        print(format_summary(results.summary))
+        print()
+        print(f"wrote {paths['summary']}")
+        if "report" in paths:
+            print(f"report: {paths['report']}")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from labkit.distributions import BatchSampler, parse_distribution
+    from labkit.live.worker import WorkerOptions
+    from labkit.live.worker import main as run_worker
+
+    dist = parse_distribution({"dist": "exponential", "mean_ms": 10})
+    concurrency = 1
+    types = args.agent_types
+    if args.scenario is not None:
+        from labkit.scenario import load_scenario
+
+        sc = load_scenario(args.scenario)
+        dist, concurrency = sc.workers.service_time, sc.workers.concurrency
+        types = types or list(sc.workers.agent_types)
+    if args.service_time_ms is not None:
+        if args.service_time_ms < 0:
+            raise ScenarioError(f"--service-time-ms must be >= 0, got {args.service_time_ms:g}")
+        dist = parse_distribution({"dist": "exponential", "mean_ms": args.service_time_ms})
+    if args.concurrency is not None:
+        if args.concurrency < 1:
+            raise ScenarioError(f"--concurrency must be >= 1, got {args.concurrency}")
+        concurrency = args.concurrency
+    if args.speed <= 0:
+        raise ScenarioError(f"--speed must be > 0, got {args.speed:g}")
+    sampler = BatchSampler(dist, np.random.default_rng(args.seed))
+    options = WorkerOptions(
+        gateway=args.gateway,
+        agent_types=tuple(types or ["agent"]),
+        name=args.name,
+        concurrency=concurrency,
+        service_ms=sampler,
+        speed=args.speed,
+        topics=tuple(args.topics),
+        api_key=args.api_key,
+        seed=args.seed,
+    )
+    return run_worker(options, args.log_level)
+
+
 def _validate(args: argparse.Namespace) -> int:
     from labkit.scenario import load_scenario
 
@@ -172,6 +302,22 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "compare":
             return _compare(args)
+        if args.command == "live":
+            return _live(args)
+        if args.command == "worker":
+            return _worker(args)
+        if args.command == "gateway":
+            from labkit.live.serve import main as serve_gateway
+
+            return serve_gateway(
+                args.scenario,
+                args.host,
+                args.port,
+                args.timeout_ms,
+                args.api_keys,
+                args.metrics_port,
+                args.log_level,
+            )
         return _validate(args)
     except LabkitError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -722,48 +722,86 @@ def _shade_warmup_s(ax: Axes, warmup_s: float, legend: dict[str, Artist]) -> Non
         _add_legend(legend, f"warm-up ({warmup_s:g} s)", Patch(color="0.5", alpha=0.15, lw=0))
 
 
-def _label_faults(ax: Axes, faults: list[_Fault], x0: float, x_end: float, detail: bool) -> int:
-    """Label faults above the data in up to ``FAULT_LABEL_ROWS`` rows without overlaps.
+def _pack_top_labels(
+    ax: Axes,
+    items: Iterable[tuple[float, str, Any, str]],
+    *,
+    x0: float,
+    x_end: float,
+    rows: int,
+    lines: int,
+    fontsize: float,
+    char_width: float,
+    alpha: float,
+) -> int:
+    """Annotate ``(x, text, colour, gid)`` items at the top of ``ax`` in up to ``rows`` rows.
 
-    Returns how many label rows were used, so the caller can make head room for them. Labels
-    that fit in no row are left out: the legend and title still count every fault by kind.
+    The things labelled (faults, cache-node outages) often overlap or follow each other closely,
+    and their labels are wider than the gap between them: drawn at the same height they would
+    print over each other and none could be read. So each label, in order of ``x``, goes into
+    the first row (counted down from the top of the axes) whose previous label ends before it
+    starts, and a label that fits in no row is left out rather than drawn over another; the
+    callers' legends and markers still show every event. A label near the right edge is pulled
+    left so it stays inside the axes (never past ``x0``). Widths are estimated from the longest
+    line at ``char_width`` × ``fontsize`` points per character, converted to data units with the
+    axes' current width, so call this after the figure has its size and ``x0``–``x_end`` range.
+    ``lines`` is the tallest label's line count and sets the row pitch.
+
+    Returns how many rows were used, so the caller can leave head room for them.
     """
-    fontsize = 7.5
-    bbox = ax.get_window_extent()
-    width_pt = max(bbox.width * 72 / ax.figure.dpi, 100.0)
+    width_pt = max(ax.get_window_extent().width * 72 / ax.figure.dpi, 100.0)
     data_per_pt = (x_end - x0) / width_pt
-    lines = 2 if detail else 1
     row_pt = lines * fontsize * 1.25 + 3
-    row_ends = [-math.inf] * FAULT_LABEL_ROWS
+    ends = [-math.inf] * rows
     used = 0
-    for f in faults:
-        if f.start >= x_end:
-            continue
-        label = _fault_label(f, detail)
-        chars = max(len(line) for line in label.split("\n"))
-        width = (chars * 0.6 * fontsize + 6) * data_per_pt
-        # at the fault's start, or pulled left so a late fault's label stays inside the axes
-        x = max(min(f.start, x_end - width), x0)
-        row = next((r for r, end in enumerate(row_ends) if end < x), None)
+    for x, text, color, gid in sorted(items, key=lambda item: item[0]):
+        chars = max(len(line) for line in text.split("\n"))
+        width = (chars * char_width * fontsize + 6) * data_per_pt
+        left = max(min(x, x_end - width), x0)
+        row = next((r for r, end in enumerate(ends) if end < left), None)
         if row is None:
             continue
-        row_ends[row] = x + width
+        ends[row] = left + width
         used = max(used, row + 1)
         ax.annotate(
-            label,
-            xy=(x, 1.0),
+            text,
+            xy=(left, 1.0),
             xycoords=("data", "axes fraction"),
             xytext=(2, -2 - row * row_pt),
             textcoords="offset points",
             ha="left",
             va="top",
             fontsize=fontsize,
-            color=_darker(_fault_color(f.kind), 0.55),
-            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75},
+            color=color,
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": alpha},
             annotation_clip=False,
-            gid=f"label:{f.fault}",
+            gid=gid,
         )
     return used
+
+
+def _label_faults(ax: Axes, faults: list[_Fault], x0: float, x_end: float, detail: bool) -> int:
+    """Label faults above the data in up to ``FAULT_LABEL_ROWS`` rows without overlaps.
+
+    Returns how many label rows were used, so the caller can make head room for them. Labels
+    that fit in no row are left out: the legend and title still count every fault by kind.
+    """
+    items = [
+        (f.start, _fault_label(f, detail), _darker(_fault_color(f.kind), 0.55), f"label:{f.fault}")
+        for f in faults
+        if f.start < x_end
+    ]
+    return _pack_top_labels(
+        ax,
+        items,
+        x0=x0,
+        x_end=x_end,
+        rows=FAULT_LABEL_ROWS,
+        lines=2 if detail else 1,
+        fontsize=7.5,
+        char_width=0.6,
+        alpha=0.75,
+    )
 
 
 def _head_room(ax: Axes, rows: int, detail: bool) -> float:

@@ -231,53 +231,6 @@ def _wide(values: np.ndarray) -> bool:
     )
 
 
-def _label_row_events(
-    ax: Axes,
-    items: Sequence[tuple[float, str, str, str]],
-    x0: float,
-    x_end: float,
-    rows: int = 3,
-    fontsize: float = 7.5,
-) -> int:
-    """Label ``(x, text, colour, gid)`` at the top of ``ax`` in up to ``rows`` rows, no overlaps.
-
-    Returns the number of rows used, for the caller to leave head room; a label that fits in no
-    row is left out (the event's marker still shows).
-    """
-    if x_end <= x0:
-        return 0
-    width_pt = max(ax.get_window_extent().width * 72 / ax.figure.dpi, 100.0)
-    data_per_pt = (x_end - x0) / width_pt
-    lines = max((text.count("\n") + 1 for _, text, _, _ in items), default=1)
-    row_pt = lines * fontsize * 1.25 + 3
-    ends = [-math.inf] * rows
-    used = 0
-    for x, text, color, gid in sorted(items, key=lambda item: item[0]):
-        chars = max(len(line) for line in text.split("\n"))
-        width = (chars * 0.58 * fontsize + 6) * data_per_pt
-        left = max(min(x, x_end - width), x0)
-        row = next((r for r, end in enumerate(ends) if end < left), None)
-        if row is None:
-            continue
-        ends[row] = left + width
-        used = max(used, row + 1)
-        ax.annotate(
-            text,
-            xy=(left, 1.0),
-            xycoords=("data", "axes fraction"),
-            xytext=(2, -2 - row * row_pt),
-            textcoords="offset points",
-            ha="left",
-            va="top",
-            fontsize=fontsize,
-            color=color,
-            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
-            annotation_clip=False,
-            gid=gid,
-        )
-    return used
-
-
 def _head_room(ax: Axes, rows: int, lines: int, fontsize: float = 7.5) -> float:
     """Fraction of the axes height ``rows`` rows of ``lines``-line labels take."""
     if not rows:
@@ -677,8 +630,22 @@ def cache_hit_rate(
         extra.append((Line2D([], [], color=_INVALIDATE_COLOR, ls="--"), "invalidation"))
 
     ax.set_xlim(x0, x_end)
-    used = _label_row_events(ax, labels, x0, x_end)
     lines = max((text.count("\n") + 1 for _, text, _, _ in labels), default=1)
+    used = 0
+    if x_end > x0:  # an empty or reversed time range has no room for labels
+        from labkit.plots import _pack_top_labels
+
+        used = _pack_top_labels(
+            ax,
+            labels,
+            x0=x0,
+            x_end=x_end,
+            rows=3,
+            lines=lines,
+            fontsize=7.5,
+            char_width=0.58,
+            alpha=0.85,
+        )
     room = _head_room(ax, used, lines)
     ax.set_ylim(0, 1.0 / (1.0 - room))
     ax.set_yticks(np.linspace(0, 1, 6))

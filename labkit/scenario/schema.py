@@ -16,6 +16,7 @@ from labkit.core.batching import BatchingConfig
 from labkit.core.breaker import BreakerConfig
 from labkit.core.detectors import DETECTORS
 from labkit.core.faults import FaultSpec
+from labkit.core.gateway import GatewayConfig, RetryPolicy
 from labkit.core.outlier import OutlierConfig
 from labkit.core.retry_budget import RetryBudgetConfig
 from labkit.core.slo import RecoveryConfig, SloConfig
@@ -129,6 +130,26 @@ class GatewaySpec:
     outlier: OutlierConfig | None = None
     breaker: BreakerConfig | None = None
     panic_threshold: float = 0.5
+
+    def core_config(self) -> GatewayConfig:
+        """The policy core's gateway config (what both drivers enforce), in seconds."""
+        return GatewayConfig(
+            overhead_s=self.overhead_ms / 1000,
+            timeout_s=self.timeout_ms / 1000,
+            retry=RetryPolicy(
+                self.max_attempts, self.retry_base_ms / 1000, self.retry_cap_ms / 1000
+            ),
+            rate_limit_rps=self.rate_limit_rps,
+            rate_limit_burst=self.rate_limit_burst,
+            api_keys=frozenset(self.api_keys) if self.api_keys else None,
+            attempt_timeout_s=self.attempt_timeout_ms / 1000 if self.attempt_timeout_ms else None,
+            retry_budget=self.retry_budget,
+            hedge_after_s=self.hedge_after_ms / 1000 if self.hedge_after_ms else None,
+            hedge_max_extra=self.hedge_max_extra,
+            outlier=self.outlier,
+            breaker=self.breaker,
+            panic_threshold=self.panic_threshold,
+        )
 
 
 @dataclass(frozen=True)

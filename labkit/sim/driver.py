@@ -43,9 +43,7 @@ from labkit.core.faults import (
     worker_name,
 )
 from labkit.core.gateway import (
-    GatewayConfig,
     GatewayPolicy,
-    RetryPolicy,
     UnknownAgentType,
     resilience_counts,
 )
@@ -73,7 +71,17 @@ from labkit.results.frames import (
 )
 from labkit.results.window import fleet_metrics, window_metrics
 from labkit.scenario import Scenario
-from labkit.sim.workload import Arrivals, IntSampler, key_sampler
+from labkit.sim.workload import (
+    STREAM_ARRIVALS,
+    STREAM_KEYS,
+    STREAM_SERVICE,
+    STREAM_SPEEDS,
+    STREAM_TARGET,
+    Arrivals,
+    IntSampler,
+    key_sampler,
+    workload_streams,
+)
 
 RPC, PUBLISH = 0, 1
 OK = Detail.OK
@@ -286,15 +294,16 @@ class FleetSim:
         self._heap = env._queue
         self._eid = env._eid
         self.progress = progress
-        # children are numbered: adding streams at the end leaves the earlier ones unchanged
-        seeds = np.random.SeedSequence(sc.seed).spawn(20)
-        rngs = [np.random.default_rng(s) for s in seeds]
-        py_seed = [int(s.generate_state(1)[0]) for s in seeds]
+        # children are numbered: adding streams at the end leaves the earlier ones unchanged;
+        # the workload's indices are shared with the live driver (``labkit.sim.workload``)
+        streams = workload_streams(sc.seed)
+        rngs = streams.all
+        py_seed = streams.py_seeds
 
         w = sc.workers
         self.agent_types = list(w.agent_types)
         self.type_index = {t: i for i, t in enumerate(self.agent_types)}
-        speeds = w.speed.sample(rngs[0], w.count)
+        speeds = w.speed.sample(rngs[STREAM_SPEEDS], w.count)
         self.workers = [
             Worker(i, worker_name(i), float(speeds[i]), w.concurrency, w.queue_limit)
             for i in range(w.count)
@@ -335,21 +344,7 @@ class FleetSim:
 
         # gateways
         g = sc.gateway
-        gw_config = GatewayConfig(
-            overhead_s=g.overhead_ms / 1000,
-            timeout_s=g.timeout_ms / 1000,
-            retry=RetryPolicy(g.max_attempts, g.retry_base_ms / 1000, g.retry_cap_ms / 1000),
-            rate_limit_rps=g.rate_limit_rps,
-            rate_limit_burst=g.rate_limit_burst,
-            api_keys=frozenset(g.api_keys) if g.api_keys else None,
-            attempt_timeout_s=g.attempt_timeout_ms / 1000 if g.attempt_timeout_ms else None,
-            retry_budget=g.retry_budget,
-            hedge_after_s=g.hedge_after_ms / 1000 if g.hedge_after_ms else None,
-            hedge_max_extra=g.hedge_max_extra,
-            outlier=g.outlier,
-            breaker=g.breaker,
-            panic_threshold=g.panic_threshold,
-        )
+        gw_config = g.core_config()
         self.gateways: list[GatewayPolicy] = []
         for i in range(g.count):
             view: RegistryView
@@ -377,23 +372,25 @@ class FleetSim:
 
         # workload streams
         wl = sc.workload
-        self.service = BatchSampler(w.service_time, rngs[3])
+        self.service = BatchSampler(w.service_time, rngs[STREAM_SERVICE])
         latency = sc.network.latency
         # a zero-mean delay of a non-negative distribution is always zero: skip the hop events
         self.net = BatchSampler(latency, rngs[4]) if latency and latency.mean > 0 else None
-        self.keys = key_sampler(wl.keys, rngs[5])
+        self.keys = key_sampler(wl.keys, rngs[STREAM_KEYS])
         self.key_names = [f"k{i}" for i in range(wl.keys.count)]
         self.coin = BatchSampler(_UNIFORM, rngs[6])
         shares = wl.target_types or {t: 1.0 for t in self.agent_types}
         self.multi_type = len(self.agent_types) > 1
-        self.target = IntSampler(np.array([shares.get(t, 0.0) for t in self.agent_types]), rngs[7])
+        self.target = IntSampler(
+            np.array([shares.get(t, 0.0) for t in self.agent_types]), rngs[STREAM_TARGET]
+        )
         self.topics = list(wl.topics)
         self.topic_pick = IntSampler(np.ones(max(1, len(self.topics))), rngs[8])
         self.publish_fraction = wl.publish_fraction
         self.unauthorized = wl.unauthorized_fraction
         self.think = BatchSampler(wl.arrival.think_time, rngs[9]) if wl.arrival.think_time else None
         self.arrivals = (
-            Arrivals(wl.arrival, sc.duration_s, rngs[10])
+            Arrivals(wl.arrival, sc.duration_s, rngs[STREAM_ARRIVALS])
             if wl.arrival.process != "closed"
             else None
         )

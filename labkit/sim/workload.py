@@ -117,3 +117,28 @@ class Arrivals:
             if rate is None or self._accept() * self._peak <= rate(t):
                 self._t = t
                 return t
+
+
+#: indices of the seeded random streams shared by both drivers (children of
+#: ``SeedSequence(seed).spawn(STREAM_COUNT)``), so a live run draws the same worker speeds,
+#: service times, keys, target types and arrival times as the simulated run of one scenario
+STREAM_COUNT = 20
+STREAM_SPEEDS, STREAM_SERVICE, STREAM_KEYS, STREAM_TARGET, STREAM_ARRIVALS = 0, 3, 5, 7, 10
+
+
+class Streams:
+    """The workload's random streams for one seed."""
+
+    def __init__(self, seed: int) -> None:
+        seeds = np.random.SeedSequence(seed).spawn(STREAM_COUNT)
+        self.all = [np.random.default_rng(s) for s in seeds]
+        self.speeds = self.all[STREAM_SPEEDS]
+        self.service = self.all[STREAM_SERVICE]
+        self.keys = self.all[STREAM_KEYS]
+        self.target = self.all[STREAM_TARGET]
+        self.arrivals = self.all[STREAM_ARRIVALS]
+        self.py_seeds = [int(s.generate_state(1)[0]) for s in seeds]
+
+
+def workload_streams(seed: int) -> Streams:
+    return Streams(seed)

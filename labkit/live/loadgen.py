@@ -1,0 +1,201 @@
+"""The live load generator: the scenario's open-loop arrivals, sent as AutoGen RPCs.
+
+It is one more client of the gateway (its own ``client-id``), so what it measures is what an
+AutoGen caller sees: send to reply through the gateway, workers and back. Arrival times, keys
+and target types come from the same seeded streams as the simulator's (``labkit.sim.workload``),
+so a live run and a simulated run of one scenario see the same traffic.
+
+Arrivals are open-loop: a request goes out at its scheduled time whether or not earlier ones
+were answered (a closed loop would hide overload by slowing down). Every request ends in the
+record log with a detail: the reply (ok), the gateway's error response mapped back to its
+reason, or — should the gateway break its promise — a client-side deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from labkit.core.outcomes import Detail
+from labkit.live.pb import agent_worker_pb2 as pb
+from labkit.live.pb import agent_worker_pb2_grpc as pb_grpc
+from labkit.live.worker import WORKER_METADATA_KEY
+from labkit.results import RecordLog
+from labkit.scenario import Scenario
+from labkit.sim.workload import Arrivals, IntSampler, key_sampler, workload_streams
+
+RPC = 0
+#: the gateway's error responses start with this, then "<reason>: <text>"
+_PREFIX = "labkit gateway: "
+#: the gateway's reasons, mapped to the details the results schema knows
+REASONS: dict[str, Detail] = {
+    "unknown_type": Detail.UNKNOWN_TYPE,
+    "no_worker": Detail.NO_WORKER,
+    "worker_lost": Detail.WORKER_LOST,
+    "deadline": Detail.DEADLINE,
+    "rate_limited": Detail.RATE_LIMITED,
+    "unauthorized": Detail.UNAUTHORIZED,
+    "unauthorised": Detail.UNAUTHORIZED,
+    "too_large": Detail.QUEUE_FULL,
+}
+#: the client gives the gateway this long past the deadline before it records a timeout itself
+CLIENT_GRACE_S = 2.0
+
+
+def detail_of(error: str) -> Detail:
+    """The detail an error response stands for; a worker's own error is ``worker_error``."""
+    if not error:
+        return Detail.OK
+    if error.startswith(_PREFIX):
+        reason = error[len(_PREFIX) :].split(":", 1)[0]
+        return REASONS.get(reason, Detail.WORKER_ERROR)
+    return Detail.WORKER_ERROR
+
+
+@dataclass
+class _Sent:
+    arrival: float
+    agent_type: int
+    key: int
+
+
+@dataclass
+class LoadResult:
+    log: RecordLog
+    workers: list[str]
+    sent: int
+    late_replies: int
+    started_wall: float
+    lag_s: float  # how far behind schedule the generator fell at worst (its own limit)
+    timeline: list[tuple[float, str]] = field(default_factory=list)
+
+
+class LoadGenerator:
+    def __init__(self, scenario: Scenario, gateway: str, api_key: str | None = None) -> None:
+        self.sc = scenario
+        self.gateway = gateway
+        self.client_id = f"loadgen-{uuid.uuid4()}"
+        self.api_key = api_key
+        streams = workload_streams(scenario.seed)
+        wl = scenario.workload
+        if wl.arrival.process == "closed":
+            raise ValueError("live mode runs open-loop arrivals; closed loops are sim-only for now")
+        self.arrivals = Arrivals(wl.arrival, scenario.duration_s, streams.arrivals)
+        self.keys = key_sampler(wl.keys, streams.keys)
+        self.types = list(scenario.workers.agent_types)
+        shares = wl.target_types or {t: 1.0 for t in self.types}
+        self.target = IntSampler(np.array([shares.get(t, 0.0) for t in self.types]), streams.target)
+        self.key_names = [f"k{i}" for i in range(wl.keys.count)]
+
+    async def run(self, on_start: asyncio.Event | None = None) -> LoadResult:
+        metadata = [("client-id", self.client_id)]
+        if self.api_key:
+            metadata.append(("x-api-key", self.api_key))
+        log = RecordLog()
+        workers: dict[str, int] = {}
+        pending: dict[str, _Sent] = {}
+        out: asyncio.Queue[pb.Message | None] = asyncio.Queue()
+        late = 0
+        deadline_s = self.sc.gateway.timeout_ms / 1000 + CLIENT_GRACE_S
+        finished = asyncio.Event()
+        arrivals_done = False
+
+        async def outgoing() -> AsyncIterator[pb.Message]:
+            while True:
+                message = await out.get()
+                if message is None:
+                    return
+                yield message
+
+        async with grpc.aio.insecure_channel(
+            self.gateway, options=[("grpc.max_receive_message_length", 64 << 20)]
+        ) as channel:
+            stream = pb_grpc.AgentRpcStub(channel).OpenChannel(outgoing(), metadata=metadata)
+            await stream.wait_for_connection()
+            t0 = time.monotonic()
+            started_wall = time.time()
+
+            def record(rid: str, detail: Detail, worker: str) -> None:
+                sent = pending.pop(rid)
+                index = workers.setdefault(worker, len(workers)) if worker else -1
+                log.add(
+                    0,
+                    RPC,
+                    sent.agent_type,
+                    sent.key,
+                    index if index >= 0 else _NO_WORKER,
+                    sent.arrival,
+                    time.monotonic() - t0,
+                    int(detail),
+                    1,
+                    0,
+                )
+                if arrivals_done and not pending:
+                    finished.set()
+
+            async def read() -> None:
+                nonlocal late
+                async for message in stream:
+                    if message.WhichOneof("message") != "response":
+                        continue
+                    response = message.response
+                    rid = response.request_id
+                    if rid not in pending:
+                        late += 1
+                        continue
+                    worker = response.metadata.get(WORKER_METADATA_KEY, "")
+                    record(rid, detail_of(response.error), worker)
+
+            reader = asyncio.create_task(read())
+            if on_start is not None:
+                on_start.set()
+            lag = 0.0
+            next_id = 0
+            while True:
+                t = self.arrivals.next()
+                if t is None:
+                    break
+                wait = t - (time.monotonic() - t0)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                else:
+                    lag = max(lag, -wait)
+                type_index = self.target() if len(self.types) > 1 else 0
+                key = self.keys()
+                next_id += 1
+                rid = str(next_id)
+                pending[rid] = _Sent(t, type_index, key)
+                request = pb.RpcRequest(
+                    request_id=rid,
+                    target=pb.AgentId(type=self.types[type_index], key=self.key_names[key]),
+                    payload=pb.Payload(
+                        data_type="labkit.Ping",
+                        data_content_type="application/json",
+                        data=b'{"n": %d}' % next_id,
+                    ),
+                )
+                out.put_nowait(pb.Message(request=request))
+            arrivals_done = True
+            if pending:
+                try:
+                    await asyncio.wait_for(finished.wait(), deadline_s)
+                except TimeoutError:
+                    for rid in list(pending):
+                        record(rid, Detail.DEADLINE, "")
+            out.put_nowait(None)
+            reader.cancel()
+            stream.cancel()
+        names = [""] * len(workers)
+        for name, index in workers.items():
+            names[index] = name
+        return LoadResult(log, names, next_id, late, started_wall, lag)
+
+
+#: record value for "no worker" (RecordLog maps -1 to the empty name)
+_NO_WORKER = -1

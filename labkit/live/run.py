@@ -1,0 +1,319 @@
+"""``labkit live FILE``: the scenario against real processes on loopback.
+
+Starts the gateway and ``workers.count`` labkit worker processes, waits until every worker has
+registered, runs the scenario's open-loop workload through the load generator, applies its
+faults to the real processes, and returns results in the simulator's schema (records, time
+series, per-worker table, summary). Every process it starts is in its own process group and is
+killed on the way out — normal end, error, or Ctrl-C — so nothing is left behind.
+
+Faults, live: ``crash`` SIGKILLs the workers (``connection: reset``, the default) or SIGSTOPs
+them (``connection: hang``), and with ``restart_after_s`` starts a fresh process (or SIGCONTs the
+frozen one); ``latency_spike`` makes the gateway delay every message to the workers by
+``extra_ms`` (the admin service's injected delay); ``partition`` makes it drop their replies.
+Other kinds (slow, flaky, random_crashes) are simulator-only so far and are refused up front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pandas as pd
+
+from labkit.core.faults import FaultInstance, plan_faults, worker_name
+from labkit.errors import LabkitError
+from labkit.live.loadgen import LoadGenerator
+from labkit.live.pb import labkit_pb2, labkit_pb2_grpc
+from labkit.results import Results, build_results
+from labkit.results.frames import faults_frame
+from labkit.scenario import Scenario
+from labkit.sim.workload import workload_streams
+
+LIVE_FAULTS = ("crash", "latency_spike", "partition")
+#: how long processes get to start and register
+STARTUP_TIMEOUT_S = 30.0
+
+
+@dataclass
+class _Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+
+
+class Supervisor:
+    """Owns every process of a live run; ``close`` kills them all (process groups included)."""
+
+    def __init__(self) -> None:
+        self.procs: list[_Proc] = []
+        self.pids: list[int] = []  # every process ever started, for checks after the run
+
+    def spawn(self, name: str, args: list[str]) -> _Proc:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "labkit", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: killable as a whole
+        )
+        proc = _Proc(name, popen)
+        self.procs.append(proc)
+        self.pids.append(popen.pid)
+        return proc
+
+    def signal(self, proc: _Proc, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.popen.pid, sig)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.popen.poll() is None:
+                self.signal(proc, signal.SIGCONT)
+                self.signal(proc, signal.SIGTERM)
+        deadline = time.monotonic() + 5.0
+        for proc in self.procs:
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                proc.popen.wait(remaining)
+            except subprocess.TimeoutExpired:
+                self.signal(proc, signal.SIGKILL)
+                proc.popen.wait(5.0)
+            if proc.popen.stdout is not None:
+                proc.popen.stdout.close()
+        self.procs.clear()
+
+
+def _read_line(proc: _Proc, prefix: str, timeout: float) -> str:
+    """The first stdout line starting with ``prefix``, within ``timeout`` seconds."""
+    import selectors
+
+    stdout = proc.popen.stdout
+    assert stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(stdout, selectors.EVENT_READ)
+    end = time.monotonic() + timeout
+    buffer = b""
+    while time.monotonic() < end:
+        if proc.popen.poll() is not None:
+            raise LabkitError(f"{proc.name} exited with status {proc.popen.returncode} on start")
+        if sel.select(max(0.0, end - time.monotonic())):
+            chunk = os.read(stdout.fileno(), 4096)
+            buffer += chunk
+            for line in buffer.decode(errors="replace").splitlines():
+                if line.startswith(prefix):
+                    return line
+    raise LabkitError(f"{proc.name} did not start within {timeout:g} s")
+
+
+async def _wait_registered(address: str, count: int, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = labkit_pb2_grpc.LabkitGatewayStub(channel)
+        while time.monotonic() < end:
+            stats = await stub.Stats(labkit_pb2.StatsRequest(), timeout=2.0)
+            if sum(1 for w in stats.workers if w.agent_types) >= count:
+                return
+            await asyncio.sleep(0.1)
+    raise LabkitError(f"fewer than {count} workers registered within {timeout:g} s")
+
+
+async def _gateway_stats(address: str) -> Any:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = labkit_pb2_grpc.LabkitGatewayStub(channel)
+        return await stub.Stats(labkit_pb2.StatsRequest(), timeout=5.0)
+
+
+def run_live(
+    scenario: Scenario, progress: Any = None, supervisor: Supervisor | None = None
+) -> Results:
+    """Run ``scenario`` on real processes; always tears them down (``supervisor`` lets a
+    caller see which processes were started)."""
+    unsupported = sorted({f.kind for f in scenario.faults} - set(LIVE_FAULTS))
+    if unsupported:
+        raise LabkitError(
+            f"fault kinds {', '.join(unsupported)} are simulator-only so far "
+            f"(live supports: {', '.join(LIVE_FAULTS)})"
+        )
+    if scenario.source is None:
+        raise LabkitError("live mode needs a scenario file (workers and gateway read it)")
+    sup = supervisor or Supervisor()
+    try:
+        return asyncio.run(_run(scenario, sup, progress))
+    finally:
+        sup.close()
+
+
+async def _run(scenario: Scenario, sup: Supervisor, progress: Any) -> Results:
+    source = str(Path(scenario.source).resolve())  # type: ignore[arg-type]
+    gateway = sup.spawn("gateway", ["gateway", "--scenario", source, "--port", "0"])
+    line = _read_line(gateway, "labkit gateway listening on ", STARTUP_TIMEOUT_S)
+    address = line.split(" on ", 1)[1].split(" ")[0]
+    streams = workload_streams(scenario.seed)
+    w = scenario.workers
+    speeds = w.speed.sample(streams.speeds, w.count)
+    names = [worker_name(i) for i in range(w.count)]
+    workers: dict[str, _Proc] = {}
+
+    def start_worker(i: int) -> _Proc:
+        args = ["worker", "--gateway", address, "--scenario", source, "--name", names[i]]
+        args += ["--speed", repr(float(speeds[i])), "--seed", str(scenario.seed * 1000 + i)]
+        proc = sup.spawn(names[i], args)
+        workers[names[i]] = proc
+        return proc
+
+    for i in range(w.count):
+        start_worker(i)
+    await _wait_registered(address, w.count, STARTUP_TIMEOUT_S)
+
+    faults = plan_faults(scenario.faults, names, scenario.duration_s, streams.all[11])
+    started = asyncio.Event()
+    gen = LoadGenerator(scenario, address)
+    load = asyncio.create_task(gen.run(on_start=started))
+    await started.wait()
+    t0 = time.monotonic()
+    injector = asyncio.create_task(_inject(faults, workers, sup, address, t0, start_worker))
+    ticker = asyncio.create_task(_progress(progress, scenario.duration_s, t0))
+    try:
+        result = await load
+    finally:
+        injector.cancel()
+        ticker.cancel()
+    span = max(time.monotonic() - t0, scenario.duration_s)
+    await asyncio.sleep(0.7)  # one more load report from every worker (every 0.5 s)
+    stats = await _gateway_stats(address)
+    by_name = {ws.client_id: ws for ws in stats.workers}
+    worker_names = result.workers
+    index_of = {n: i for i, n in enumerate(worker_names)}
+    table = _worker_table(names, speeds, by_name, span, w.concurrency)
+    # records name workers by index into the load generator's list: align it with the fleet
+    order = names + [n for n in worker_names if n not in names]
+    remap = [order.index(n) for n in worker_names]
+    log = result.log
+    _remap_workers(log, remap, index_of)
+    extra = {
+        "live": {
+            "gateway": address,
+            "sent": result.sent,
+            "late_replies": result.late_replies,
+            "schedule_lag_ms": round(result.lag_s * 1000, 3),
+            "gateway_counters": dict(stats.counters),
+        }
+    }
+    return build_results(
+        scenario,
+        log,
+        driver="live",
+        agent_types=list(scenario.workers.agent_types),
+        worker_names=order,
+        workers=table,
+        extra=extra,
+        faults=faults_frame(faults),
+    )
+
+
+def _worker_table(
+    names: list[str], speeds: Any, stats: dict[str, Any], span: float, concurrency: int
+) -> pd.DataFrame:
+    """The per-worker table in the simulator's columns, from the gateway's view and each
+    worker's latest load report (a worker restarted mid-run reports since its restart)."""
+
+    def get(name: str, attr: str, default: float = 0) -> Any:
+        ws = stats.get(name)
+        return getattr(ws, attr) if ws is not None else default
+
+    busy = [float(get(n, "busy_s")) for n in names]
+    return pd.DataFrame(
+        {
+            "worker": names,
+            "speed": [float(s) for s in speeds],
+            "received": [int(get(n, "forwarded")) for n in names],
+            "served": [int(get(n, "served")) for n in names],
+            "rejected": [0] * len(names),
+            "expired": [0] * len(names),
+            "errors": [int(get(n, "failed")) for n in names],
+            "lost": [0] * len(names),
+            "busy_s": busy,
+            "utilization": [b / (span * concurrency) for b in busy],
+            "mean_queue": [float("nan")] * len(names),
+            "max_queue": [int(get(n, "max_queue")) for n in names],
+            "rt_ewma_ms": [float(get(n, "rt_ewma_ms")) for n in names],
+        }
+    )
+
+
+def _remap_workers(log: Any, remap: list[int], index_of: dict[str, int]) -> None:
+    """Rewrite the log's worker indices from the load generator's order to the fleet's."""
+    from array import array
+
+    new = array(log.worker.typecode, (remap[i] if i >= 0 else -1 for i in log.worker))
+    log.worker = new
+
+
+async def _inject(
+    faults: list[FaultInstance],
+    workers: dict[str, _Proc],
+    sup: Supervisor,
+    address: str,
+    t0: float,
+    start_worker: Any,
+) -> None:
+    events: list[tuple[float, FaultInstance, bool]] = []
+    for f in faults:
+        events.append((f.start_s, f, True))
+        if f.end_s is not None:
+            events.append((f.end_s, f, False))
+    events.sort(key=lambda e: e[0])
+    async with grpc.aio.insecure_channel(address) as channel:
+        admin = labkit_pb2_grpc.LabkitGatewayStub(channel)
+        for at, fault, starting in events:
+            delay = at - (time.monotonic() - t0)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            for name in fault.workers or tuple(workers):
+                await _apply(fault, starting, name, workers, sup, admin, start_worker)
+
+
+async def _apply(
+    fault: FaultInstance,
+    starting: bool,
+    name: str,
+    workers: dict[str, _Proc],
+    sup: Supervisor,
+    admin: Any,
+    start_worker: Any,
+) -> None:
+    proc = workers[name]
+    if fault.kind == "crash":
+        hang = fault.params.get("connection") == "hang"
+        if starting:
+            sup.signal(proc, signal.SIGSTOP if hang else signal.SIGKILL)
+        elif hang:
+            sup.signal(proc, signal.SIGCONT)
+        else:
+            start_worker(int(name.split("-")[1]))
+        return
+    if fault.kind == "latency_spike":
+        kind = "delay" if starting else "clear"
+        extra = float(fault.params.get("extra_ms", 0.0))
+    else:  # partition
+        kind = "drop" if starting else "clear"
+        extra = 0.0
+    with contextlib.suppress(grpc.aio.AioRpcError):
+        await admin.InjectFault(
+            labkit_pb2.FaultRequest(client_id=name, kind=kind, extra_ms=extra), timeout=2.0
+        )
+
+
+async def _progress(progress: Any, duration: float, t0: float) -> None:
+    if progress is None:
+        return
+    while True:
+        progress(min(1.0, (time.monotonic() - t0) / duration))
+        await asyncio.sleep(max(0.05, duration / 100))

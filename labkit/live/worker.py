@@ -1,0 +1,219 @@
+"""``labkit worker``: a worker process hosting synthetic agents, speaking AutoGen's protocol.
+
+It is what the simulator's worker is, as a real process: ``concurrency`` requests served at
+once, the rest queued FIFO, each taking a service time drawn from the scenario's distribution
+(divided by this worker's speed). It tells the gateway its load every heartbeat interval over
+labkit's own service, and when the gateway goes away it reconnects with full-jitter backoff and
+registers its types and subscriptions again — AutoGen's own worker does neither.
+
+Replies echo the request's payload and carry ``labkit-worker`` in their metadata, so the load
+generator can attribute every request to the worker that served it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from labkit.live.pb import agent_worker_pb2 as pb
+from labkit.live.pb import agent_worker_pb2_grpc as pb_grpc
+from labkit.live.pb import labkit_pb2, labkit_pb2_grpc
+
+log = logging.getLogger("labkit.worker")
+
+WORKER_METADATA_KEY = "labkit-worker"
+#: reconnect backoff: full jitter over base * 2^n, capped
+RECONNECT_BASE_S = 0.05
+RECONNECT_CAP_S = 2.0
+
+
+@dataclass
+class WorkerOptions:
+    gateway: str
+    agent_types: tuple[str, ...] = ("agent",)
+    name: str = ""
+    concurrency: int = 1
+    #: milliseconds of work per request (a draw per call)
+    service_ms: Callable[[], float] = field(default_factory=lambda: lambda: 10.0)
+    speed: float = 1.0
+    report_interval_s: float = 0.5
+    topics: tuple[str, ...] = ()  # topic types to subscribe each agent type to
+    api_key: str | None = None
+    seed: int = 0
+
+
+class LabkitWorker:
+    def __init__(self, options: WorkerOptions) -> None:
+        self.options = options
+        self.client_id = options.name or f"worker-{uuid.uuid4()}"
+        self.rng = random.Random(options.seed)
+        self._slots = asyncio.Semaphore(options.concurrency)
+        self._waiting = 0
+        self._serving = 0
+        self._busy_s = 0.0
+        self._served = 0
+        self._errors = 0
+        self._rt_ewma_ms = 0.0
+        self._max_queue = 0
+        self._stop = asyncio.Event()
+        self.connections = 0
+
+    @property
+    def metadata(self) -> list[tuple[str, str]]:
+        md = [("client-id", self.client_id)]
+        if self.options.api_key:
+            md.append(("x-api-key", self.options.api_key))
+        return md
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Connect, serve, and on any loss of the gateway reconnect with backoff, until stopped."""
+        failures = 0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                await self._session()
+            except (grpc.aio.AioRpcError, ConnectionError, OSError) as exc:
+                reason = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else exc
+                log.info("gateway connection lost (%s); reconnecting", reason)
+            if self._stop.is_set():
+                break
+            # a session that lasted a while resets the backoff: the gateway came back
+            failures = 0 if time.monotonic() - started > 5 else failures + 1
+            delay = self.rng.uniform(0, min(RECONNECT_CAP_S, RECONNECT_BASE_S * 2**failures))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+
+    async def _session(self) -> None:
+        async with grpc.aio.insecure_channel(self.options.gateway) as channel:
+            stub = pb_grpc.AgentRpcStub(channel)
+            out: asyncio.Queue[pb.Message | None] = asyncio.Queue()
+
+            async def outgoing() -> AsyncIterator[pb.Message]:
+                while True:
+                    message = await out.get()
+                    if message is None:
+                        return
+                    yield message
+
+            stream = stub.OpenChannel(outgoing(), metadata=self.metadata)
+            await stream.wait_for_connection()
+            for agent_type in self.options.agent_types:
+                await stub.RegisterAgent(
+                    pb.RegisterAgentTypeRequest(type=agent_type), metadata=self.metadata
+                )
+                for topic in self.options.topics:
+                    sub = pb.Subscription(
+                        id=f"{self.client_id}:{agent_type}:{topic}",
+                        typeSubscription=pb.TypeSubscription(
+                            topic_type=topic, agent_type=agent_type
+                        ),
+                    )
+                    await stub.AddSubscription(
+                        pb.AddSubscriptionRequest(subscription=sub), metadata=self.metadata
+                    )
+            self.connections += 1
+            log.info(
+                "registered %s with %s", ",".join(self.options.agent_types), self.options.gateway
+            )
+            reporter = asyncio.create_task(self._report_load(channel))
+            stopper = asyncio.create_task(self._stop.wait())
+            tasks: set[asyncio.Task[None]] = set()
+            try:
+                reader = asyncio.create_task(self._read(stream, out, tasks))
+                done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if reader in done:
+                    reader.result()  # re-raise a connection error
+            finally:
+                reporter.cancel()
+                stopper.cancel()
+                for task in tasks:
+                    task.cancel()
+                out.put_nowait(None)
+                stream.cancel()
+
+    async def _read(
+        self, stream: grpc.aio.StreamStreamCall, out: asyncio.Queue, tasks: set
+    ) -> None:
+        async for message in stream:
+            kind = message.WhichOneof("message")
+            if kind == "request":
+                task = asyncio.create_task(self._serve(message.request, out))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            # responses and events need no handling: synthetic agents call no one
+
+    async def _serve(self, request: pb.RpcRequest, out: asyncio.Queue) -> None:
+        arrived = time.monotonic()
+        self._waiting += 1
+        self._max_queue = max(self._max_queue, self._waiting)
+        async with self._slots:
+            self._waiting -= 1
+            self._serving += 1
+            work = max(0.0, self.options.service_ms()) / 1000 / self.options.speed
+            started = time.monotonic()
+            try:
+                await asyncio.sleep(work)
+            finally:
+                self._serving -= 1
+                self._busy_s += time.monotonic() - started
+        self._served += 1
+        rt_ms = (time.monotonic() - arrived) * 1000
+        self._rt_ewma_ms += 0.1 * (rt_ms - self._rt_ewma_ms)
+        response = pb.RpcResponse(request_id=request.request_id, payload=request.payload)
+        response.metadata[WORKER_METADATA_KEY] = self.client_id
+        out.put_nowait(pb.Message(response=response))
+
+    async def _report_load(self, channel: grpc.aio.Channel) -> None:
+        stub = labkit_pb2_grpc.LabkitGatewayStub(channel)
+        interval = self.options.report_interval_s
+        last_busy = self._busy_s
+        while True:
+            await asyncio.sleep(interval)
+            busy = self._busy_s
+            cpu = min(1.0, (busy - last_busy) / (interval * self.options.concurrency))
+            last_busy = busy
+            report = labkit_pb2.LoadReport(
+                client_id=self.client_id,
+                cpu=cpu,
+                active=self._serving + self._waiting,
+                capacity=self.options.concurrency,
+                rt_ewma_ms=self._rt_ewma_ms,
+                error_rate=0.0,
+                busy_s=busy,
+                served=self._served,
+                max_queue=self._max_queue,
+            )
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await stub.ReportLoad(report, metadata=self.metadata, timeout=interval)
+
+
+def main(options: WorkerOptions, log_level: str = "info") -> int:
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    worker = LabkitWorker(options)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        print(
+            f"labkit worker {worker.client_id} serving {','.join(options.agent_types)}", flush=True
+        )
+        await worker.run()
+
+    asyncio.run(run())
+    return 0

@@ -1,0 +1,155 @@
+"""The live driver end to end: the gateway and labkit workers as real processes on loopback,
+the load generator, faults applied to processes, results in the simulator's schema, and no
+process left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from labkit.core.outcomes import Detail
+from labkit.errors import LabkitError
+from labkit.live.gateway import LiveGateway, start
+from labkit.live.loadgen import detail_of
+from labkit.live.run import Supervisor, run_live
+from labkit.live.worker import LabkitWorker, WorkerOptions
+from labkit.scenario import load_scenario
+from labkit.sim import simulate
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def small(tmp_path: Path, **extra: Any) -> Path:
+    data: dict[str, Any] = {
+        "name": "live_small",
+        "seed": 3,
+        "duration_s": 4,
+        "warmup_s": 1,
+        "workers": {
+            "count": 3,
+            "concurrency": 2,
+            "service_time": {"dist": "exponential", "mean_ms": 5},
+        },
+        "workload": {"arrival": {"process": "poisson", "rate_rps": 150}, "keys": {"count": 50}},
+        "gateway": {"timeout_ms": 2000},
+        "balancer": {"strategy": "p2c"},
+    }
+    data.update(extra)
+    path = tmp_path / "live_small.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes; the supervisor reaps its children
+    try:
+        return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0
+    except FileNotFoundError:
+        return False
+
+
+def test_live_run_matches_the_simulators_schema_and_traffic(tmp_path: Path) -> None:
+    sc = load_scenario(small(tmp_path))
+    sup = Supervisor()
+    live = run_live(sc, supervisor=sup)
+    sim = simulate(sc)
+    assert live.summary["driver"] == "live"
+    assert list(live.records.columns) == list(sim.records.columns)
+    assert set(live.workers.columns) >= {"worker", "served", "utilization", "busy_s"}
+    # the same seeded arrivals: the same number of requests, at the same times
+    assert len(live.records) == len(sim.records)
+    assert live.records["arrival_s"].to_numpy() == pytest.approx(
+        sim.records["arrival_s"].to_numpy()
+    )
+    assert live.summary["requests"]["completed"] == live.summary["requests"]["offered"]
+    # every reply names its worker, every worker served some, and the counts agree
+    assert set(live.records["worker"]) <= {"w-0", "w-1", "w-2"}
+    assert int(live.workers["served"].sum()) == len(live.records)
+    assert (live.workers["served"] > 0).all()
+    # real processes are slower than a zero-latency model, never faster
+    assert live.summary["latency_ms"]["p50"] > sim.summary["latency_ms"]["p50"]
+    assert sup.pids and not any(alive(p) for p in sup.pids)
+
+
+def test_a_killed_worker_loses_in_flight_requests_and_the_rest_fail_over(tmp_path: Path) -> None:
+    path = small(
+        tmp_path,
+        duration_s=5,
+        workers={
+            "count": 3,
+            "concurrency": 4,
+            "service_time": {"dist": "constant", "value_ms": 150},
+        },
+        workload={"arrival": {"process": "poisson", "rate_rps": 40}, "keys": {"count": 50}},
+        gateway={"timeout_ms": 3000, "retries": {"max_attempts": 2, "base_ms": 1}},
+        balancer={"strategy": "round_robin"},
+        faults=[{"kind": "crash", "at_s": 2, "workers": ["w-1"]}],
+    )
+    sup = Supervisor()
+    res = run_live(load_scenario(path), supervisor=sup)
+    rec = res.records
+    # everything ended: requests in flight on w-1 were retried on another worker
+    assert res.summary["requests"]["completed"] == res.summary["requests"]["offered"]
+    counters = res.summary["live"]["gateway_counters"]
+    assert counters["rpc_retries"] > 0
+    after = rec[rec["arrival_s"] > 2.5]
+    assert len(after) > 0 and "w-1" not in set(after["worker"])
+    assert not any(alive(p) for p in sup.pids)
+
+
+def test_simulator_only_faults_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    path = small(tmp_path, faults=[{"kind": "slow", "at_s": 1, "workers": 1, "factor": 2}])
+    sup = Supervisor()
+    with pytest.raises(LabkitError, match="slow"):
+        run_live(load_scenario(path), supervisor=sup)
+    assert sup.pids == []
+
+
+def test_detail_of_maps_gateway_reasons() -> None:
+    assert detail_of("") is Detail.OK
+    assert detail_of("labkit gateway: unknown_type: unknown agent type 'x'") is Detail.UNKNOWN_TYPE
+    assert detail_of("labkit gateway: worker_lost: worker w-1 was lost") is Detail.WORKER_LOST
+    assert detail_of("labkit gateway: deadline: no reply") is Detail.DEADLINE
+    assert detail_of("ValueError: the agent raised") is Detail.WORKER_ERROR
+
+
+def test_worker_reconnects_and_reregisters_after_a_gateway_restart() -> None:
+    async def scenario() -> None:
+        gw1 = LiveGateway()
+        running = await start(gw1, "127.0.0.1", 0)
+        port = running.port
+        worker = LabkitWorker(
+            WorkerOptions(gateway=f"127.0.0.1:{port}", agent_types=("echo",), name="w-x")
+        )
+        task = asyncio.create_task(worker.run())
+        try:
+            await _until(lambda: "w-x" in gw1.registry.workers, 10)
+            await running.stop(grace=0.1)
+            gw2 = LiveGateway()
+            running = await start(gw2, "127.0.0.1", port)
+            await _until(lambda: "w-x" in gw2.registry.workers, 15)
+            assert worker.connections >= 2
+            assert gw2.registry.pool("echo").healthy == ("w-x",)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, 10)
+            await running.stop(grace=0.1)
+
+    asyncio.run(scenario())
+
+
+async def _until(cond: Any, timeout: float) -> None:
+    end = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        if asyncio.get_running_loop().time() > end:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
