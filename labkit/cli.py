@@ -120,6 +120,19 @@ def _parser() -> argparse.ArgumentParser:
     live.add_argument("--no-report", action="store_true", help="skip the PNG plots and report")
     live.add_argument("--quiet", "-q", action="store_true", help="print no summary or progress")
 
+    cal = sub.add_parser(
+        "calibrate",
+        help="run a scenario live, fit the simulator to it, and compare the prediction",
+        description=(
+            "Run FILE live, fit workers.service_time and network.latency from the live "
+            "records, simulate the original and the calibrated scenario, and print p50/p95/p99 "
+            "and throughput side by side. Writes calibrated.yaml and calibration.csv."
+        ),
+    )
+    cal.add_argument("scenario", type=Path, help="scenario YAML file")
+    cal.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    cal.add_argument("--out", type=Path, help="output directory (default: out/<name>-calibrate)")
+
     wk = sub.add_parser(
         "worker",
         help="run a labkit worker process (synthetic agents) against a live gateway",
@@ -232,6 +245,39 @@ def _live(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from labkit.live.calibrate import calibrated, fit, side_by_side
+    from labkit.live.run import run_live
+    from labkit.scenario import load_scenario
+    from labkit.sim import simulate
+
+    scenario = load_scenario(args.scenario, args.overrides)
+    out = args.out or Path("out") / f"{scenario.name}-calibrate"
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = out / "scenario.yaml"
+    resolved.write_text(yaml.safe_dump(scenario.to_dict(), sort_keys=False))
+    scenario = load_scenario(resolved)
+    print(f"live run of {scenario.name} ({scenario.duration_s:g} s)...", file=sys.stderr)
+    live = run_live(scenario)
+    live.write(out / "live", report=False)
+    fitted = fit(live)
+    tuned = calibrated(scenario, fitted)
+    (out / "calibrated.yaml").write_text(yaml.safe_dump(tuned.to_dict(), sort_keys=False))
+    table = side_by_side(
+        {"live": live, "sim": simulate(scenario), "sim_calibrated": simulate(tuned)}
+    )
+    table.to_csv(out / "calibration.csv")
+    print(
+        f"fitted from {fitted['samples']} requests: service mean "
+        f"{fitted['service_mean_ms']:g} ms, per-hop overhead mean {fitted['hop_mean_ms']:g} ms"
+    )
+    print(table.to_string(float_format=lambda v: f"{v:.4g}"))
+    print(f"\nwrote {out / 'calibrated.yaml'} and {out / 'calibration.csv'}")
+    return 0
+
+
 def _worker(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -302,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "compare":
             return _compare(args)
+        if args.command == "calibrate":
+            return _calibrate(args)
         if args.command == "live":
             return _live(args)
         if args.command == "worker":

@@ -75,6 +75,10 @@ def test_live_run_matches_the_simulators_schema_and_traffic(tmp_path: Path) -> N
     assert set(live.records["worker"]) <= {"w-0", "w-1", "w-2"}
     assert int(live.workers["served"].sum()) == len(live.records)
     assert (live.workers["served"] > 0).all()
+    # every reply carried the worker's own timing, which calibration splits the latency with
+    assert len(live.timing) == len(live.records)
+    assert (live.timing["worker_ms"] <= live.timing["latency_ms"] + 1e-6).all()
+    assert (live.timing["service_ms"] <= live.timing["worker_ms"] + 1e-6).all()
     # real processes are slower than a zero-latency model, never faster
     assert live.summary["latency_ms"]["p50"] > sim.summary["latency_ms"]["p50"]
     assert sup.pids and not any(alive(p) for p in sup.pids)
@@ -153,3 +157,41 @@ async def _until(cond: Any, timeout: float) -> None:
         if asyncio.get_running_loop().time() > end:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+def test_a_worker_may_register_before_its_channel_arrives() -> None:
+    """AutoGen's worker calls RegisterAgent as soon as its stream's headers are sent, so the
+    unary call can overtake the stream: the gateway must accept it and attach the stream."""
+    import grpc
+
+    from labkit.live.pb import agent_worker_pb2 as pb
+    from labkit.live.pb import agent_worker_pb2_grpc as pb_grpc
+
+    async def scenario() -> None:
+        gw = LiveGateway()
+        running = await start(gw, "127.0.0.1", 0)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                stub = pb_grpc.AgentRpcStub(channel)
+                md = [("client-id", "early")]
+                await stub.RegisterAgent(pb.RegisterAgentTypeRequest(type="echo"), metadata=md)
+                assert "early" in gw.registry.workers
+                out: asyncio.Queue[pb.Message | None] = asyncio.Queue()
+
+                async def outgoing() -> Any:
+                    while (m := await out.get()) is not None:
+                        yield m
+
+                stream = stub.OpenChannel(outgoing(), metadata=md)
+                await stream.wait_for_connection()
+                # a request to echo reaches this stream: it is the registered worker's
+                request = pb.RpcRequest(request_id="1", target=pb.AgentId(type="echo", key="k"))
+                out.put_nowait(pb.Message(request=request))
+                forwarded = await asyncio.wait_for(stream.read(), 5)
+                assert forwarded.request.target.type == "echo"
+                out.put_nowait(None)
+                stream.cancel()
+        finally:
+            await running.stop(grace=0.1)
+
+    asyncio.run(scenario())

@@ -93,6 +93,8 @@ class Client:
     #: injected faults (``InjectFault``): extra delay before each message to it, drop its replies
     extra_s: float = 0.0
     drop_replies: bool = False
+    #: its OpenChannel stream is being served (False: it called a unary method first)
+    attached: bool = False
     completed: int = 0
     failed: int = 0
     forwarded: int = 0
@@ -158,15 +160,27 @@ class LiveGateway:
 
     # -- clients -----------------------------------------------------------------------------
     def connect(self, client_id: str, api_key: str | None) -> Client:
+        """A client's OpenChannel stream opened."""
         old = self.clients.get(client_id)
+        if old is not None and old.connected and not old.attached:
+            # it registered before its stream got here (AutoGen's worker does not wait for
+            # the stream before calling RegisterAgent): this is that client's stream
+            old.attached = True
+            return old
         if old is not None and old.connected:
             # a reconnect with the same id: the old stream is finished
             self.disconnect(old)
+        client = self.unattached(client_id, api_key)
+        client.attached = True
+        log.info("client %s connected", client_id)
+        return client
+
+    def unattached(self, client_id: str, api_key: str | None) -> Client:
+        """A client known before (or without) its stream; messages to it wait in its queue."""
         client = Client(client_id)
         keys = self.config.gateway.api_keys
         client.authorised = keys is None or api_key in keys
         self.clients[client_id] = client
-        log.info("client %s connected", client_id)
         return client
 
     def disconnect(self, client: Client) -> None:
@@ -657,11 +671,9 @@ class _Handlers:
         client_id = await _client_id(context)
         client = self.gw.clients.get(client_id)
         if client is None:
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"client {client_id} has no open channel: call OpenChannel first",
-            )
-        if not client.authorised:  # type: ignore[union-attr]
+            # its OpenChannel may still be on the way: know it now, attach the stream later
+            client = self.gw.unattached(client_id, _metadata(context).get(API_KEY_HEADER))
+        if not client.authorised:
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED, f"missing or unknown {API_KEY_HEADER}"
             )

@@ -25,7 +25,7 @@ import numpy as np
 from labkit.core.outcomes import Detail
 from labkit.live.pb import agent_worker_pb2 as pb
 from labkit.live.pb import agent_worker_pb2_grpc as pb_grpc
-from labkit.live.worker import WORKER_METADATA_KEY
+from labkit.live.worker import SERVICE_MS_KEY, WORKER_METADATA_KEY, WORKER_MS_KEY
 from labkit.results import RecordLog
 from labkit.scenario import Scenario
 from labkit.sim.workload import Arrivals, IntSampler, key_sampler, workload_streams
@@ -73,7 +73,9 @@ class LoadResult:
     late_replies: int
     started_wall: float
     lag_s: float  # how far behind schedule the generator fell at worst (its own limit)
-    timeline: list[tuple[float, str]] = field(default_factory=list)
+    #: per completed request: arrival (s), latency, and the worker's own account (ms) of its
+    #: time (queue + service) and of the service alone — what calibration separates
+    timing: list[tuple[float, float, float, float, str]] = field(default_factory=list)
 
 
 class LoadGenerator:
@@ -102,6 +104,7 @@ class LoadGenerator:
         pending: dict[str, _Sent] = {}
         out: asyncio.Queue[pb.Message | None] = asyncio.Queue()
         late = 0
+        timing: list[tuple[float, float, float, float, str]] = []
         deadline_s = self.sc.gateway.timeout_ms / 1000 + CLIENT_GRACE_S
         finished = asyncio.Event()
         arrivals_done = False
@@ -149,7 +152,20 @@ class LoadGenerator:
                     if rid not in pending:
                         late += 1
                         continue
-                    worker = response.metadata.get(WORKER_METADATA_KEY, "")
+                    md = response.metadata
+                    worker = md.get(WORKER_METADATA_KEY, "")
+                    if WORKER_MS_KEY in md:
+                        sent = pending[rid]
+                        end = time.monotonic() - t0
+                        timing.append(
+                            (
+                                sent.arrival,
+                                (end - sent.arrival) * 1000,
+                                float(md[WORKER_MS_KEY]),
+                                float(md.get(SERVICE_MS_KEY, "nan")),
+                                worker,
+                            )
+                        )
                     record(rid, detail_of(response.error), worker)
 
             reader = asyncio.create_task(read())
@@ -194,7 +210,7 @@ class LoadGenerator:
         names = [""] * len(workers)
         for name, index in workers.items():
             names[index] = name
-        return LoadResult(log, names, next_id, late, started_wall, lag)
+        return LoadResult(log, names, next_id, late, started_wall, lag, timing)
 
 
 #: record value for "no worker" (RecordLog maps -1 to the empty name)

@@ -206,7 +206,7 @@ async def _run(scenario: Scenario, sup: Supervisor, progress: Any) -> Results:
             "gateway_counters": dict(stats.counters),
         }
     }
-    return build_results(
+    results = build_results(
         scenario,
         log,
         driver="live",
@@ -216,6 +216,10 @@ async def _run(scenario: Scenario, sup: Supervisor, progress: Any) -> Results:
         extra=extra,
         faults=faults_frame(faults),
     )
+    results.timing = pd.DataFrame(
+        result.timing, columns=["arrival_s", "latency_ms", "worker_ms", "service_ms", "worker"]
+    )
+    return results
 
 
 def _worker_table(

@@ -31,6 +31,9 @@ from labkit.live.pb import labkit_pb2, labkit_pb2_grpc
 log = logging.getLogger("labkit.worker")
 
 WORKER_METADATA_KEY = "labkit-worker"
+#: reply metadata: milliseconds of work (service) and from arrival to reply (queue + service)
+SERVICE_MS_KEY = "labkit-service-ms"
+WORKER_MS_KEY = "labkit-worker-ms"
 #: reconnect backoff: full jitter over base * 2^n, capped
 RECONNECT_BASE_S = 0.05
 RECONNECT_CAP_S = 2.0
@@ -167,12 +170,15 @@ class LabkitWorker:
                 await asyncio.sleep(work)
             finally:
                 self._serving -= 1
-                self._busy_s += time.monotonic() - started
+                served_s = time.monotonic() - started
+                self._busy_s += served_s
         self._served += 1
         rt_ms = (time.monotonic() - arrived) * 1000
         self._rt_ewma_ms += 0.1 * (rt_ms - self._rt_ewma_ms)
         response = pb.RpcResponse(request_id=request.request_id, payload=request.payload)
         response.metadata[WORKER_METADATA_KEY] = self.client_id
+        response.metadata[SERVICE_MS_KEY] = f"{served_s * 1000:.4f}"
+        response.metadata[WORKER_MS_KEY] = f"{rt_ms:.4f}"
         out.put_nowait(pb.Message(response=response))
 
     async def _report_load(self, channel: grpc.aio.Channel) -> None:

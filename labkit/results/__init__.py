@@ -65,6 +65,8 @@ class Results:
     cache: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: adaptive batching: one row per controller decision (time, gateway, limit, p99)
     batching: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: live runs: per completed request, latency and the worker's own timing (for calibration)
+    timing: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def latency_ms(self) -> dict[str, float | None]:
@@ -110,6 +112,8 @@ class Results:
             tables["cache"] = self.cache
         if not self.batching.empty:
             tables["batching"] = self.batching
+        if not self.timing.empty:
+            tables["timing"] = self.timing
         for name, table in tables.items():
             if not table.empty:
                 paths[name] = out / f"{name}.csv"
