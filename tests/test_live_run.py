@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from labkit.core.outcomes import Detail
-from labkit.errors import LabkitError
 from labkit.live.gateway import LiveGateway, start
 from labkit.live.loadgen import detail_of
 from labkit.live.run import Supervisor, run_live
@@ -110,12 +109,33 @@ def test_a_killed_worker_loses_in_flight_requests_and_the_rest_fail_over(tmp_pat
     assert not any(alive(p) for p in sup.pids)
 
 
-def test_simulator_only_faults_are_refused_before_anything_starts(tmp_path: Path) -> None:
-    path = small(tmp_path, faults=[{"kind": "slow", "at_s": 1, "workers": 1, "factor": 2}])
+def test_flaky_and_slow_workers_live(tmp_path: Path) -> None:
+    path = small(
+        tmp_path,
+        duration_s=5,
+        workers={
+            "count": 3,
+            "concurrency": 1,
+            "service_time": {"dist": "constant", "value_ms": 10},
+        },
+        workload={"arrival": {"process": "poisson", "rate_rps": 60}, "keys": {"count": 50}},
+        balancer={"strategy": "round_robin"},
+        faults=[
+            {"kind": "flaky", "at_s": 0, "for_s": 10, "workers": ["w-0"], "error_rate": 1.0},
+            {"kind": "slow", "at_s": 0, "for_s": 10, "workers": ["w-2"], "factor": 4},
+        ],
+    )
     sup = Supervisor()
-    with pytest.raises(LabkitError, match="slow"):
-        run_live(load_scenario(path), supervisor=sup)
-    assert sup.pids == []
+    res = run_live(load_scenario(path), supervisor=sup)
+    rec = res.records
+    # every reply of w-0 became an error (no retries configured); the others succeeded
+    by_worker = rec.groupby("worker", observed=True)["detail"].agg(lambda d: set(d.astype(str)))
+    assert by_worker["w-0"] == {"worker_error"}
+    assert by_worker["w-1"] == {"ok"}
+    # w-2 runs a quarter of the time: its 10 ms of work take ~40 ms of wall time
+    work = res.timing.groupby("worker")["service_ms"].median()
+    assert work["w-2"] > 2.5 * work["w-1"]
+    assert not any(alive(p) for p in sup.pids)
 
 
 def test_detail_of_maps_gateway_reasons() -> None:
@@ -191,6 +211,92 @@ def test_a_worker_may_register_before_its_channel_arrives() -> None:
                 assert forwarded.request.target.type == "echo"
                 out.put_nowait(None)
                 stream.cancel()
+        finally:
+            await running.stop(grace=0.1)
+
+    asyncio.run(scenario())
+
+
+def test_fault_injection_requests_are_validated() -> None:
+    from labkit.live.pb import labkit_pb2
+
+    gw = LiveGateway()
+    gw.unattached("w-0", None)
+
+    def inject(**kw: Any) -> Any:
+        return gw.inject_fault(labkit_pb2.FaultRequest(**kw))
+
+    assert "no connected client" in inject(client_id="nope", kind="delay").error
+    assert "unknown fault kind" in inject(client_id="w-0", kind="melt").error
+    assert "factor must be > 0" in inject(client_id="w-0", kind="slow", factor=0).error
+    assert "error_rate" in inject(client_id="w-0", kind="flaky", error_rate=2).error
+    assert inject(client_id="w-0", kind="slow", factor=3).applied
+    assert inject(client_id="w-0", kind="drop").applied
+    client = gw.clients["w-0"]
+    assert client.slowdown == 3 and client.drop_replies
+    # ending one fault leaves the others in force
+    assert inject(client_id="w-0", kind="undrop").applied
+    assert client.slowdown == 3 and not client.drop_replies
+    assert inject(client_id="w-0", kind="clear").applied
+    assert client.slowdown == 1
+
+
+def test_an_unanswered_rpc_gets_a_deadline_error_and_a_late_reply_is_dropped() -> None:
+    import dataclasses
+
+    import grpc
+
+    from labkit.live.gateway import LiveConfig
+    from labkit.live.pb import agent_worker_pb2 as pb
+    from labkit.live.pb import agent_worker_pb2_grpc as pb_grpc
+
+    async def scenario() -> None:
+        config = LiveConfig()
+        config.gateway = dataclasses.replace(config.gateway, timeout_s=0.3)
+        gw = LiveGateway(config)
+        running = await start(gw, "127.0.0.1", 0)
+
+        async def open_stream(stub: Any, name: str) -> tuple[Any, asyncio.Queue]:
+            out: asyncio.Queue = asyncio.Queue()
+
+            async def outgoing() -> Any:
+                while (m := await out.get()) is not None:
+                    yield m
+
+            stream = stub.OpenChannel(outgoing(), metadata=[("client-id", name)])
+            await stream.wait_for_connection()
+            return stream, out
+
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                stub = pb_grpc.AgentRpcStub(channel)
+                silent, silent_out = await open_stream(stub, "silent")
+                await stub.RegisterAgent(
+                    pb.RegisterAgentTypeRequest(type="echo"), metadata=[("client-id", "silent")]
+                )
+                caller, caller_out = await open_stream(stub, "caller")
+                for i in range(3):
+                    request = pb.RpcRequest(
+                        request_id=str(i), target=pb.AgentId(type="echo", key=f"k{i}")
+                    )
+                    caller_out.put_nowait(pb.Message(request=request))
+                got = [await asyncio.wait_for(caller.read(), 5) for _ in range(3)]
+                assert sorted(m.response.request_id for m in got) == ["0", "1", "2"]
+                assert all("deadline" in m.response.error for m in got)
+                assert gw.errors_by_reason["deadline"] == 3 and not gw.pending
+                # the worker answers too late: dropped, counted, never sent to the caller
+                forwarded = await asyncio.wait_for(silent.read(), 5)
+                late = pb.RpcResponse(request_id=forwarded.request.request_id)
+                silent_out.put_nowait(pb.Message(response=late))
+                for _ in range(50):
+                    if gw.counters["late_replies"]:
+                        break
+                    await asyncio.sleep(0.02)
+                assert gw.counters["late_replies"] == 1
+                for out in (silent_out, caller_out):
+                    out.put_nowait(None)
+                silent.cancel()
+                caller.cancel()
         finally:
             await running.stop(grace=0.1)
 

@@ -34,6 +34,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,6 +94,8 @@ class Client:
     #: injected faults (``InjectFault``): extra delay before each message to it, drop its replies
     extra_s: float = 0.0
     drop_replies: bool = False
+    error_rate: float = 0.0
+    slowdown: float = 1.0
     #: its OpenChannel stream is being served (False: it called a unary method first)
     attached: bool = False
     completed: int = 0
@@ -107,14 +110,13 @@ class Pending:
 
     caller: Client
     caller_request_id: str
-    request: Any  # pb.RpcRequest as the caller sent it
+    message: Any  # the caller's pb.Message, forwarded as is with the gateway's request id
     arrival: float
     deadline: float
     attempts: int = 0
     worker: Client | None = None
     sent_at: float = 0.0
     tried: list[str] = field(default_factory=list)
-    timer: asyncio.TimerHandle | None = None
 
 
 class LiveGateway:
@@ -137,6 +139,10 @@ class LiveGateway:
         self._sub_holders: dict[tuple[str, str, str], set[str]] = {}  # identity -> ids
         self.clients: dict[str, Client] = {}
         self.pending: dict[str, Pending] = {}
+        # one timeout for every RPC, so deadlines come in arrival order: one armed timer for
+        # the oldest serves them all (no timer per RPC)
+        self._deadlines: deque[tuple[float, str]] = deque()
+        self._deadline_timer: asyncio.TimerHandle | None = None
         self._next_id = 0
         self.counters: dict[str, int] = {
             "rpc_requests": 0,
@@ -153,6 +159,7 @@ class LiveGateway:
         }
         self.errors_by_reason: dict[str, int] = {}
         self._started = time.monotonic()
+        self._fault_rng = random.Random(self.config.seed + 1)
 
     # -- clock -------------------------------------------------------------------------------
     def now(self) -> float:
@@ -297,16 +304,16 @@ class LiveGateway:
             self._send_error(client, "", f"undecodable frame ({len(frame)} bytes): {exc}")
             return
         if kind == "request":
-            self.on_request(client, message.request, len(frame))
+            self.on_request(client, message.request, len(frame), message)
         elif kind == "response":
-            self.on_response(client, message.response)
+            self.on_response(client, message.response, message)
         elif kind == "cloudEvent":
             self.on_event(client, message.cloudEvent)
         else:
             self.counters["undecodable_frames"] += 1
             self._send_error(client, "", "empty Message (none of request, response, cloudEvent)")
 
-    def on_request(self, caller: Client, request: Any, size: int) -> None:
+    def on_request(self, caller: Client, request: Any, size: int, message: Any = None) -> None:
         self.counters["rpc_requests"] += 1
         now = self.now()
         rid = request.request_id
@@ -327,14 +334,19 @@ class LiveGateway:
             return
         gid = str(self._next_id)
         self._next_id += 1
-        p = Pending(caller, rid, request, now, self.policy.deadline(now))
+        if message is None:
+            message = pb.Message(request=request)
+        # forwarded as received, under the gateway's id (the caller's is kept to answer it)
+        message.request.request_id = gid
+        p = Pending(caller, rid, message, now, self.policy.deadline(now))
         self.pending[gid] = p
-        loop = asyncio.get_running_loop()
-        p.timer = loop.call_at(loop.time() + (p.deadline - now), self._on_deadline, gid)
+        self._deadlines.append((p.deadline, gid))
+        if self._deadline_timer is None:
+            self._arm_deadlines(now)
         self._dispatch(gid, p, now)
 
     def _dispatch(self, gid: str, p: Pending, now: float) -> None:
-        target = p.request.target
+        target = p.message.request.target
         try:
             name = self.policy.route(target.type, target.key, now, p.tried or None)
         except UnknownAgentType:
@@ -357,17 +369,14 @@ class LiveGateway:
         p.worker = worker
         p.sent_at = now
         self.policy.local.dispatched(name)
-        forward = pb.RpcRequest()
-        forward.CopyFrom(p.request)
-        forward.request_id = gid
-        frame = pb.Message(request=forward).SerializeToString()
+        frame = p.message.SerializeToString()
         if worker.extra_s > 0:
             asyncio.get_running_loop().call_later(worker.extra_s, worker.out.put_nowait, frame)
         else:
             worker.out.put_nowait(frame)
         log.debug("rpc %s from %s -> %s (%s)", gid, p.caller.client_id, name, target.type)
 
-    def on_response(self, worker: Client, response: Any) -> None:
+    def on_response(self, worker: Client, response: Any, message: Any = None) -> None:
         gid = response.request_id
         p = self.pending.get(gid)
         if worker.drop_replies:
@@ -377,13 +386,26 @@ class LiveGateway:
             self.counters["late_replies"] += 1  # after its deadline, or not this worker's
             return
         now = self.now()
+        if message is None:
+            message = pb.Message(response=response)
+        reply = message.response
+        if not reply.error and worker.error_rate and self._fault_rng.random() < worker.error_rate:
+            reply.error = _ERROR_PREFIX + "worker_error: injected fault (flaky worker)"
+            reply.ClearField("payload")
+        ok = not reply.error
+        if not ok:
+            # the worker answered with an error: the scenario's retry policy decides
+            delay = self.policy.after_attempt(Detail.WORKER_ERROR, p.attempts, now, p.deadline)
+            if delay is not None:
+                worker.failed += 1
+                self.policy.local.finished(worker.client_id, now, None)
+                p.tried.append(worker.client_id)
+                p.worker = None
+                self.counters["rpc_retries"] += 1
+                asyncio.get_running_loop().call_later(delay, self._retry, gid)
+                return
         del self.pending[gid]
-        if p.timer is not None:
-            p.timer.cancel()
-        ok = not response.error
         self.policy.local.finished(worker.client_id, now, (now - p.sent_at) * 1000 if ok else None)
-        reply = pb.RpcResponse()
-        reply.CopyFrom(response)
         reply.request_id = p.caller_request_id
         if ok:
             self.counters["rpc_replies"] += 1
@@ -393,7 +415,7 @@ class LiveGateway:
             self.counters["rpc_errors"] += 1
             self._count_reason("worker_error")
         if p.caller.connected:
-            p.caller.out.put_nowait(pb.Message(response=reply).SerializeToString())
+            p.caller.out.put_nowait(message.SerializeToString())
 
     def _attempt_failed(self, gid: str, p: Pending, detail: Detail, now: float) -> None:
         if p.worker is not None:
@@ -416,6 +438,26 @@ class LiveGateway:
         if p is not None:
             self._dispatch(gid, p, self.now())
 
+    def _arm_deadlines(self, now: float) -> None:
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1] not in self.pending:
+            deadlines.popleft()  # answered already
+        if not deadlines:
+            self._deadline_timer = None
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, deadlines[0][0] - now)
+        self._deadline_timer = loop.call_at(loop.time() + delay, self._on_deadlines)
+
+    def _on_deadlines(self) -> None:
+        now = self.now()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, gid = deadlines.popleft()
+            if gid in self.pending:
+                self._on_deadline(gid)
+        self._arm_deadlines(now)
+
     def _on_deadline(self, gid: str) -> None:
         p = self.pending.get(gid)
         if p is None:
@@ -433,8 +475,6 @@ class LiveGateway:
 
     def _forget(self, gid: str, p: Pending) -> None:
         self.pending.pop(gid, None)
-        if p.timer is not None:
-            p.timer.cancel()
         if p.worker is not None:
             self.policy.local.finished(p.worker.client_id, self.now(), None)
             p.worker = None
@@ -558,12 +598,31 @@ class LiveGateway:
             client.extra_s = max(0.0, request.extra_ms) / 1000
         elif request.kind == "drop":
             client.drop_replies = True
+        elif request.kind == "undrop":
+            client.drop_replies = False
+        elif request.kind == "flaky":
+            if not 0 <= request.error_rate <= 1:
+                return labkit_pb2.FaultResponse(
+                    applied=False, error=f"error_rate must be in [0, 1], got {request.error_rate}"
+                )
+            client.error_rate = request.error_rate
+        elif request.kind == "slow":
+            if request.factor <= 0:
+                return labkit_pb2.FaultResponse(
+                    applied=False, error=f"factor must be > 0, got {request.factor}"
+                )
+            client.slowdown = request.factor
         elif request.kind == "clear":
             client.extra_s = 0.0
             client.drop_replies = False
+            client.error_rate = 0.0
+            client.slowdown = 1.0
         else:
             return labkit_pb2.FaultResponse(
-                applied=False, error=f"unknown fault kind {request.kind!r} (delay, drop, clear)"
+                applied=False,
+                error=(
+                    f"unknown fault kind {request.kind!r} (delay, drop, undrop, flaky, slow, clear)"
+                ),
             )
         log.info("fault %s on %s", request.kind, request.client_id)
         return labkit_pb2.FaultResponse(applied=True)
@@ -725,7 +784,10 @@ async def _decode(cls: Any, data: bytes, context: grpc.aio.ServicerContext) -> A
 def _labkit_handler(gw: LiveGateway) -> grpc.GenericRpcHandler:
     async def report_load(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         message = await _decode(labkit_pb2.LoadReport, request, context)
-        return labkit_pb2.LoadReportAck(known=gw.report_load(message)).SerializeToString()
+        known = gw.report_load(message)
+        client = gw.clients.get(message.client_id)
+        slowdown = client.slowdown if client is not None else 1.0
+        return labkit_pb2.LoadReportAck(known=known, slowdown=slowdown).SerializeToString()
 
     async def stats(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return gw.stats().SerializeToString()

@@ -6,11 +6,15 @@ faults to the real processes, and returns results in the simulator's schema (rec
 series, per-worker table, summary). Every process it starts is in its own process group and is
 killed on the way out — normal end, error, or Ctrl-C — so nothing is left behind.
 
-Faults, live: ``crash`` SIGKILLs the workers (``connection: reset``, the default) or SIGSTOPs
-them (``connection: hang``), and with ``restart_after_s`` starts a fresh process (or SIGCONTs the
-frozen one); ``latency_spike`` makes the gateway delay every message to the workers by
-``extra_ms`` (the admin service's injected delay); ``partition`` makes it drop their replies.
-Other kinds (slow, flaky, random_crashes) are simulator-only so far and are refused up front.
+Faults, live (each acts on the real processes or the gateway, never on the simulator's model):
+- ``crash`` (and each crash of ``random_crashes``) SIGKILLs the workers (``connection: reset``,
+  the default) or SIGSTOPs them (``connection: hang``); with ``restart_after_s`` a fresh process
+  starts (or the frozen one is SIGCONTed);
+- ``slow`` tells the worker (through the ack of its next load report, within 0.5 s) to serve
+  1/factor as fast; AutoGen workers send no load reports and cannot be slowed this way;
+- ``flaky`` makes the gateway turn ``error_rate`` of the worker's replies into errors;
+- ``latency_spike`` makes the gateway delay every message to the workers by ``extra_ms``;
+- ``partition`` makes the gateway drop their replies.
 """
 
 from __future__ import annotations
@@ -38,7 +42,6 @@ from labkit.results.frames import faults_frame
 from labkit.scenario import Scenario
 from labkit.sim.workload import workload_streams
 
-LIVE_FAULTS = ("crash", "latency_spike", "partition")
 #: how long processes get to start and register
 STARTUP_TIMEOUT_S = 30.0
 
@@ -135,12 +138,6 @@ def run_live(
 ) -> Results:
     """Run ``scenario`` on real processes; always tears them down (``supervisor`` lets a
     caller see which processes were started)."""
-    unsupported = sorted({f.kind for f in scenario.faults} - set(LIVE_FAULTS))
-    if unsupported:
-        raise LabkitError(
-            f"fault kinds {', '.join(unsupported)} are simulator-only so far "
-            f"(live supports: {', '.join(LIVE_FAULTS)})"
-        )
     if scenario.source is None:
         raise LabkitError("live mode needs a scenario file (workers and gateway read it)")
     sup = supervisor or Supervisor()
@@ -303,16 +300,21 @@ async def _apply(
         else:
             start_worker(int(name.split("-")[1]))
         return
+    # an ending fault sets its own kind back to neutral, leaving other faults in force
+    p = fault.params
     if fault.kind == "latency_spike":
-        kind = "delay" if starting else "clear"
-        extra = float(fault.params.get("extra_ms", 0.0))
-    else:  # partition
-        kind = "drop" if starting else "clear"
-        extra = 0.0
+        extra = float(p.get("extra_ms", 0.0)) if starting else 0.0
+        request = labkit_pb2.FaultRequest(client_id=name, kind="delay", extra_ms=extra)
+    elif fault.kind == "partition":
+        request = labkit_pb2.FaultRequest(client_id=name, kind="drop" if starting else "undrop")
+    elif fault.kind == "slow":
+        factor = float(p["factor"]) if starting else 1.0
+        request = labkit_pb2.FaultRequest(client_id=name, kind="slow", factor=factor)
+    else:  # flaky
+        rate = float(p["error_rate"]) if starting else 0.0
+        request = labkit_pb2.FaultRequest(client_id=name, kind="flaky", error_rate=rate)
     with contextlib.suppress(grpc.aio.AioRpcError):
-        await admin.InjectFault(
-            labkit_pb2.FaultRequest(client_id=name, kind=kind, extra_ms=extra), timeout=2.0
-        )
+        await admin.InjectFault(request, timeout=2.0)
 
 
 async def _progress(progress: Any, duration: float, t0: float) -> None:

@@ -67,6 +67,7 @@ class LabkitWorker:
         self._errors = 0
         self._rt_ewma_ms = 0.0
         self._max_queue = 0
+        self.slowdown = 1.0  # an injected "slow" fault, learned from load report acks
         self._stop = asyncio.Event()
         self.connections = 0
 
@@ -164,7 +165,8 @@ class LabkitWorker:
         async with self._slots:
             self._waiting -= 1
             self._serving += 1
-            work = max(0.0, self.options.service_ms()) / 1000 / self.options.speed
+            speed = self.options.speed / self.slowdown
+            work = max(0.0, self.options.service_ms()) / 1000 / speed
             started = time.monotonic()
             try:
                 await asyncio.sleep(work)
@@ -202,7 +204,8 @@ class LabkitWorker:
                 max_queue=self._max_queue,
             )
             with contextlib.suppress(grpc.aio.AioRpcError):
-                await stub.ReportLoad(report, metadata=self.metadata, timeout=interval)
+                ack = await stub.ReportLoad(report, metadata=self.metadata, timeout=interval)
+                self.slowdown = ack.slowdown if ack.slowdown > 0 else 1.0
 
 
 def main(options: WorkerOptions, log_level: str = "info") -> int:
