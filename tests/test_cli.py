@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -104,3 +106,42 @@ def test_validate_all_shipped_scenarios() -> None:
     out = labkit("validate", *files)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("ok: ") == len(files)
+
+
+@pytest.mark.timeout(120)
+def test_live_writes_the_same_kind_of_report_as_run(tmp_path: Path) -> None:
+    out = labkit(
+        "live",
+        "scenarios/live_small.yaml",
+        "--set",
+        "duration_s=8",
+        "--set",
+        "workload.arrival.rate_rps=100",
+        "--out",
+        str(tmp_path / "live"),
+    )
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / "live" / "summary.json").read_text())
+    assert summary["driver"] == "live"
+    assert summary["scenario"]["duration_s"] == 8  # --set reached the processes' scenario
+    req = summary["requests"]
+    assert req["completed"] == req["offered"] > 0
+    for name in ("records.parquet", "timeseries.csv", "workers.csv", "timing.csv", "report.html"):
+        assert (tmp_path / "live" / name).exists(), name
+    assert "driver live" in out.stdout
+
+
+def test_live_refuses_a_closed_loop_with_a_clear_error(tmp_path: Path) -> None:
+    out = labkit(
+        "live",
+        "scenarios/closed_loop.yaml",
+        "--set",
+        "duration_s=2",
+        "--set",
+        "warmup_s=0",
+        "--out",
+        str(tmp_path / "c"),
+    )
+    assert out.returncode != 0
+    assert out.stderr.startswith("error: ") and "open-loop" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -106,6 +106,11 @@ def test_a_killed_worker_loses_in_flight_requests_and_the_rest_fail_over(tmp_pat
     assert counters["rpc_retries"] > 0
     after = rec[rec["arrival_s"] > 2.5]
     assert len(after) > 0 and "w-1" not in set(after["worker"])
+    # the gateway noticed the closed channel at once: a registry "down" event right after 2 s
+    ev = res.events
+    down = ev[(ev["worker"] == "w-1") & (ev["source"] == "registry") & (ev["event"] == "down")]
+    assert len(down) == 1 and 2.0 <= down["t_s"].iloc[0] < 2.5
+    assert res.summary["faults"][0]["time_to_detect_s"] < 0.5
     assert not any(alive(p) for p in sup.pids)
 
 

@@ -160,6 +160,11 @@ class LiveGateway:
         self.errors_by_reason: dict[str, int] = {}
         self._started = time.monotonic()
         self._fault_rng = random.Random(self.config.seed + 1)
+        #: membership changes as the registry announced them (monotonic time, worker, health)
+        self.events: list[tuple[float, str, str]] = []
+        self.registry.add_listener(
+            lambda worker, old, new, now: self.events.append((time.monotonic(), worker, str(new)))
+        )
 
     # -- clock -------------------------------------------------------------------------------
     def now(self) -> float:
@@ -586,7 +591,11 @@ class LiveGateway:
             )
             for c in self.clients.values()
         ]
-        return labkit_pb2.StatsResponse(counters=counters, workers=workers)
+        events = [
+            labkit_pb2.GatewayEvent(monotonic_s=t, worker=w, source="registry", event=e)
+            for t, w, e in self.events
+        ]
+        return labkit_pb2.StatsResponse(counters=counters, workers=workers, events=events)
 
     def inject_fault(self, request: Any) -> Any:
         client = self.clients.get(request.client_id)

@@ -76,6 +76,7 @@ class LoadResult:
     #: per completed request: arrival (s), latency, and the worker's own account (ms) of its
     #: time (queue + service) and of the service alone — what calibration separates
     timing: list[tuple[float, float, float, float, str]] = field(default_factory=list)
+    t0_monotonic: float = 0.0  # the run's time zero on CLOCK_MONOTONIC
 
 
 class LoadGenerator:
@@ -210,7 +211,7 @@ class LoadGenerator:
         names = [""] * len(workers)
         for name, index in workers.items():
             names[index] = name
-        return LoadResult(log, names, next_id, late, started_wall, lag, timing)
+        return LoadResult(log, names, next_id, late, started_wall, lag, timing, t0)
 
 
 #: record value for "no worker" (RecordLog maps -1 to the empty name)

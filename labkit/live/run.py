@@ -38,7 +38,7 @@ from labkit.errors import LabkitError
 from labkit.live.loadgen import LoadGenerator
 from labkit.live.pb import labkit_pb2, labkit_pb2_grpc
 from labkit.results import Results, build_results
-from labkit.results.frames import faults_frame
+from labkit.results.frames import events_frame, faults_frame
 from labkit.scenario import Scenario
 from labkit.sim.workload import workload_streams
 
@@ -138,6 +138,11 @@ def run_live(
 ) -> Results:
     """Run ``scenario`` on real processes; always tears them down (``supervisor`` lets a
     caller see which processes were started)."""
+    if scenario.workload.arrival.process == "closed":
+        raise LabkitError(
+            "live mode sends open-loop arrivals; a closed loop (workload.arrival.process: "
+            "closed) is simulator-only for now"
+        )
     if scenario.source is None:
         raise LabkitError("live mode needs a scenario file (workers and gateway read it)")
     sup = supervisor or Supervisor()
@@ -212,11 +217,42 @@ async def _run(scenario: Scenario, sup: Supervisor, progress: Any) -> Results:
         workers=table,
         extra=extra,
         faults=faults_frame(faults),
+        events=_events(stats, faults, result.t0_monotonic),
     )
     results.timing = pd.DataFrame(
         result.timing, columns=["arrival_s", "latency_ms", "worker_ms", "service_ms", "worker"]
     )
     return results
+
+
+def _events(stats: Any, faults: list[FaultInstance], t0: float) -> pd.DataFrame:
+    """The gateway's membership changes and the faults applied, on the run's clock, in the
+    simulator's events schema (so recovery figures say when the gateway noticed)."""
+    rows: list[dict[str, Any]] = []
+    for ev in stats.events:
+        t = ev.monotonic_s - t0
+        if t >= 0:
+            rows.append(
+                {
+                    "t_s": t,
+                    "worker": ev.worker,
+                    "source": ev.source,
+                    "event": ev.event,
+                    "gateway": "gw-live",
+                }
+            )
+    for f in faults:
+        for name in f.workers:
+            rows.append(
+                {
+                    "t_s": f.start_s,
+                    "worker": name,
+                    "source": "fault",
+                    "event": f.kind,
+                    "gateway": "",
+                }
+            )
+    return events_frame(rows)
 
 
 def _worker_table(

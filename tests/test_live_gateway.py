@@ -1,0 +1,228 @@
+"""The live gateway's admission and plumbing, in-process on a free loopback port: API keys, the
+rate limit, the message-size limit, subscriptions, the control channel relay and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from labkit.live.gateway import LiveConfig, LiveGateway, Running, start
+from labkit.live.pb import agent_worker_pb2 as pb
+from labkit.live.pb import agent_worker_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Peer:
+    """A raw client of the gateway: one OpenChannel stream plus the unary stub."""
+
+    def __init__(self, channel: grpc.aio.Channel, name: str, key: str | None = None) -> None:
+        self.md = [("client-id", name)] + ([("x-api-key", key)] if key else [])
+        self.stub = pb_grpc.AgentRpcStub(channel)
+        self.out: asyncio.Queue[pb.Message | None] = asyncio.Queue()
+        self.stream: Any = None
+
+    async def open(self) -> Peer:
+        async def outgoing() -> AsyncIterator[pb.Message]:
+            while (m := await self.out.get()) is not None:
+                yield m
+
+        self.stream = self.stub.OpenChannel(outgoing(), metadata=self.md)
+        await self.stream.wait_for_connection()
+        return self
+
+    def request(self, rid: str, agent_type: str, data: bytes = b"{}") -> None:
+        req = pb.RpcRequest(
+            request_id=rid,
+            target=pb.AgentId(type=agent_type, key="k"),
+            payload=pb.Payload(data_type="T", data_content_type="application/json", data=data),
+        )
+        self.out.put_nowait(pb.Message(request=req))
+
+    async def read(self) -> Any:
+        return await asyncio.wait_for(self.stream.read(), 5)
+
+    def close(self) -> None:
+        self.out.put_nowait(None)
+        if self.stream is not None:
+            self.stream.cancel()
+
+
+def run(
+    body: Callable[[LiveGateway, Running, grpc.aio.Channel], Awaitable[None]],
+    config: LiveConfig | None = None,
+    metrics: bool = False,
+) -> None:
+    async def main() -> None:
+        gw = LiveGateway(config)
+        running = await start(gw, "127.0.0.1", 0, metrics_port=0 if metrics else None)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                await body(gw, running, channel)
+        finally:
+            await running.stop(grace=0.1)
+
+    asyncio.run(main())
+
+
+def with_gateway(**changes: Any) -> LiveConfig:
+    config = LiveConfig()
+    config.gateway = dataclasses.replace(config.gateway, **changes)
+    return config
+
+
+def test_api_keys_guard_rpcs_and_registration() -> None:
+    async def body(gw: LiveGateway, _: Running, channel: grpc.aio.Channel) -> None:
+        stranger = await Peer(channel, "stranger").open()
+        stranger.request("1", "echo")
+        reply = await stranger.read()
+        assert reply.response.request_id == "1"
+        assert "unauthorised" in reply.response.error
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stranger.stub.RegisterAgent(
+                pb.RegisterAgentTypeRequest(type="echo"), metadata=stranger.md
+            )
+        assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        friend = await Peer(channel, "friend", key="s3cret").open()
+        await friend.stub.RegisterAgent(
+            pb.RegisterAgentTypeRequest(type="echo"), metadata=friend.md
+        )
+        assert "friend" in gw.registry.workers and "stranger" not in gw.registry.workers
+        stranger.close()
+        friend.close()
+
+    run(body, with_gateway(api_keys=frozenset({"s3cret"})))
+
+
+def test_rate_limit_answers_the_excess_with_errors() -> None:
+    async def body(gw: LiveGateway, _: Running, channel: grpc.aio.Channel) -> None:
+        caller = await Peer(channel, "caller").open()
+        for i in range(20):
+            caller.request(str(i), "nobody")  # unknown type: answered at once when admitted
+        replies = [await caller.read() for _ in range(20)]
+        errors = [r.response.error for r in replies]
+        limited = [e for e in errors if "rate_limited" in e]
+        assert len(limited) >= 10  # a burst of 5 at 1 per second: most are turned away
+        assert all("unknown_type" in e for e in errors if e not in limited)
+        assert gw.errors_by_reason["rate_limited"] == len(limited)
+        caller.close()
+
+    run(body, with_gateway(rate_limit_rps=1.0, rate_limit_burst=5.0))
+
+
+def test_oversized_messages_get_an_error_not_a_dead_channel() -> None:
+    config = LiveConfig(max_message_bytes=1000)
+
+    async def body(gw: LiveGateway, _: Running, channel: grpc.aio.Channel) -> None:
+        caller = await Peer(channel, "caller").open()
+        caller.request("big", "echo", data=b"x" * 5000)
+        caller.request("small", "echo")
+        first, second = await caller.read(), await caller.read()
+        assert first.response.request_id == "big" and "too_large" in first.response.error
+        assert "5" in first.response.error and "1000" in first.response.error
+        # the channel is alive: the next request was handled (no worker hosts echo)
+        assert second.response.request_id == "small"
+        assert "unknown_type" in second.response.error
+        caller.close()
+
+    run(body, config)
+
+
+def test_subscriptions_are_merged_listed_and_removed_per_holder() -> None:
+    async def body(gw: LiveGateway, _: Running, channel: grpc.aio.Channel) -> None:
+        a = await Peer(channel, "a").open()
+        b = await Peer(channel, "b").open()
+
+        def sub(sid: str) -> pb.AddSubscriptionRequest:
+            ts = pb.TypeSubscription(topic_type="news", agent_type="reader")
+            return pb.AddSubscriptionRequest(
+                subscription=pb.Subscription(id=sid, typeSubscription=ts)
+            )
+
+        await a.stub.AddSubscription(sub("s-a"), metadata=a.md)
+        await b.stub.AddSubscription(sub("s-b"), metadata=b.md)  # the same subscription
+        listed = await a.stub.GetSubscriptions(pb.GetSubscriptionsRequest(), metadata=a.md)
+        assert len(listed.subscriptions) == 1
+        # one holder removing it keeps it for the other
+        await a.stub.RemoveSubscription(pb.RemoveSubscriptionRequest(id="s-a"), metadata=a.md)
+        listed = await a.stub.GetSubscriptions(pb.GetSubscriptionsRequest(), metadata=a.md)
+        assert len(listed.subscriptions) == 1
+        await b.stub.RemoveSubscription(pb.RemoveSubscriptionRequest(id="s-b"), metadata=b.md)
+        listed = await a.stub.GetSubscriptions(pb.GetSubscriptionsRequest(), metadata=a.md)
+        assert len(listed.subscriptions) == 0
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await a.stub.RemoveSubscription(pb.RemoveSubscriptionRequest(id="nope"), metadata=a.md)
+        assert err.value.code() is grpc.StatusCode.NOT_FOUND
+        bad = pb.AddSubscriptionRequest(subscription=pb.Subscription(id="x"))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await a.stub.AddSubscription(bad, metadata=a.md)
+        assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        a.close()
+        b.close()
+
+    run(body)
+
+
+def test_control_messages_are_relayed_to_a_client_or_an_agents_worker() -> None:
+    async def body(gw: LiveGateway, _: Running, channel: grpc.aio.Channel) -> None:
+        worker = await Peer(channel, "worker").open()
+        await worker.stub.RegisterAgent(pb.RegisterAgentTypeRequest(type="kv"), metadata=worker.md)
+        stub = worker.stub
+        wq: asyncio.Queue[pb.ControlMessage | None] = asyncio.Queue()
+        cq: asyncio.Queue[pb.ControlMessage | None] = asyncio.Queue()
+
+        async def outgoing(q: asyncio.Queue) -> AsyncIterator[pb.ControlMessage]:
+            while (m := await q.get()) is not None:
+                yield m
+
+        wctl = stub.OpenControlChannel(outgoing(wq), metadata=worker.md)
+        cctl = stub.OpenControlChannel(outgoing(cq), metadata=[("client-id", "caller")])
+        await wctl.wait_for_connection()
+        await cctl.wait_for_connection()
+        await asyncio.sleep(0.2)  # both control streams registered
+        cq.put_nowait(pb.ControlMessage(rpc_id="1", destination="agentid=kv/a"))
+        got = await asyncio.wait_for(wctl.read(), 5)
+        assert got.rpc_id == "1"
+        cq.put_nowait(pb.ControlMessage(rpc_id="2", destination="agentid=ghost/a"))
+        for _ in range(50):
+            if gw.counters["control_undeliverable"]:
+                break
+            await asyncio.sleep(0.02)
+        assert gw.counters["control_undeliverable"] == 1
+        assert gw.counters["control_relayed"] == 1
+        for q in (wq, cq):
+            q.put_nowait(None)
+        wctl.cancel()
+        cctl.cancel()
+        worker.close()
+
+    run(body)
+
+
+def test_metrics_endpoint_serves_prometheus_text() -> None:
+    async def body(gw: LiveGateway, running: Running, channel: grpc.aio.Channel) -> None:
+        caller = await Peer(channel, "caller").open()
+        caller.request("1", "nobody")
+        await caller.read()
+
+        async def get(path: str) -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", running.metrics_port)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            await writer.drain()
+            data = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            return data
+
+        text = (await get("/metrics")).decode()
+        assert text.startswith("HTTP/1.1 200")
+        assert "labkit_gateway_rpc_requests_total 1" in text
+        assert 'labkit_gateway_errors_total{reason="unknown_type"} 1' in text
+        assert (await get("/other")).startswith(b"HTTP/1.1 404")
+        caller.close()
+
+    run(body, metrics=True)
