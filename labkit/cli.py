@@ -288,12 +288,14 @@ def _worker(args: argparse.Namespace) -> int:
     dist = parse_distribution({"dist": "exponential", "mean_ms": 10})
     concurrency = 1
     types = args.agent_types
+    subscriptions: list[tuple[str, str, str]] = []
     if args.scenario is not None:
         from labkit.scenario import load_scenario
 
         sc = load_scenario(args.scenario)
         dist, concurrency = sc.workers.service_time, sc.workers.concurrency
         types = types or list(sc.workers.agent_types)
+        subscriptions = [(s.kind, s.topic, s.agent_type) for s in sc.subscriptions]
     if args.service_time_ms is not None:
         if args.service_time_ms < 0:
             raise ScenarioError(f"--service-time-ms must be >= 0, got {args.service_time_ms:g}")
@@ -312,7 +314,9 @@ def _worker(args: argparse.Namespace) -> int:
         concurrency=concurrency,
         service_ms=sampler,
         speed=args.speed,
-        topics=tuple(args.topics),
+        subscriptions=tuple(
+            subscriptions + [("type", t, a) for t in args.topics for a in types or ["agent"]]
+        ),
         api_key=args.api_key,
         seed=args.seed,
     )

@@ -306,3 +306,33 @@ def test_an_unanswered_rpc_gets_a_deadline_error_and_a_late_reply_is_dropped() -
             await running.stop(grace=0.1)
 
     asyncio.run(scenario())
+
+
+def test_live_publishes_are_timed_by_delivery_confirmations(tmp_path: Path) -> None:
+    path = small(
+        tmp_path,
+        workers={
+            "count": 3,
+            "agent_types": ["chat", "tools"],
+            "concurrency": 2,
+            "service_time": {"dist": "exponential", "mean_ms": 5},
+        },
+        workload={
+            "arrival": {"process": "poisson", "rate_rps": 120},
+            "keys": {"count": 50},
+            "publish_fraction": 0.3,
+        },
+        balancer={"strategy": "consistent_hash"},
+    )
+    sc = load_scenario(path)
+    live, sim = run_live(sc), simulate(sc)
+    pubs = live.records[live.records["kind"] == "publish"]
+    sim_pubs = sim.records[sim.records["kind"] == "publish"]
+    # the same draws decide which arrivals are publishes
+    assert len(pubs) == len(sim_pubs) > 0
+    # both types subscribe to "events" by default: two deliveries each, all confirmed
+    assert (pubs["fanout"] == 2).all()
+    assert (pubs["status"] == "completed").all()
+    # a publish ends with its last delivery: slower than a single RPC at the median
+    rpc = live.records[live.records["kind"] == "rpc"]
+    assert pubs["latency_ms"].median() > rpc["latency_ms"].median()

@@ -18,19 +18,30 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import numpy as np
 
 from labkit.core.outcomes import Detail
+from labkit.core.routing import SubscriptionIndex, TopicId, TypePrefixSubscription, TypeSubscription
+from labkit.distributions import BatchSampler, parse_distribution
 from labkit.live.pb import agent_worker_pb2 as pb
 from labkit.live.pb import agent_worker_pb2_grpc as pb_grpc
-from labkit.live.worker import SERVICE_MS_KEY, WORKER_METADATA_KEY, WORKER_MS_KEY
+from labkit.live.pb import cloudevent_pb2 as ce
+from labkit.live.worker import ACK_ATTRIBUTE, SERVICE_MS_KEY, WORKER_METADATA_KEY, WORKER_MS_KEY
 from labkit.results import RecordLog
 from labkit.scenario import Scenario
-from labkit.sim.workload import Arrivals, IntSampler, key_sampler, workload_streams
+from labkit.sim.workload import (
+    STREAM_COIN,
+    STREAM_TOPIC,
+    Arrivals,
+    IntSampler,
+    key_sampler,
+    workload_streams,
+)
 
-RPC = 0
+RPC, PUBLISH = 0, 1
 #: the gateway's error responses start with this, then "<reason>: <text>"
 _PREFIX = "labkit gateway: "
 #: the gateway's reasons, mapped to the details the results schema knows
@@ -61,8 +72,11 @@ def detail_of(error: str) -> Detail:
 @dataclass
 class _Sent:
     arrival: float
-    agent_type: int
+    agent_type: int  # -1 for a publish
     key: int
+    kind: int = 0  # RPC or PUBLISH
+    fanout: int = 0  # a publish: deliveries expected
+    delivered: int = 0
 
 
 @dataclass
@@ -95,6 +109,11 @@ class LoadGenerator:
         shares = wl.target_types or {t: 1.0 for t in self.types}
         self.target = IntSampler(np.array([shares.get(t, 0.0) for t in self.types]), streams.target)
         self.key_names = [f"k{i}" for i in range(wl.keys.count)]
+        self.publish_fraction = wl.publish_fraction
+        self.topics = list(wl.topics)
+        uniform = parse_distribution({"dist": "uniform", "low": 0, "high": 1}, unit="")
+        self.coin = BatchSampler(uniform, streams.all[STREAM_COIN])
+        self.topic_pick = IntSampler(np.ones(max(1, len(self.topics))), streams.all[STREAM_TOPIC])
 
     async def run(self, on_start: asyncio.Event | None = None) -> LoadResult:
         metadata = [("client-id", self.client_id)]
@@ -102,13 +121,16 @@ class LoadGenerator:
             metadata.append(("x-api-key", self.api_key))
         log = RecordLog()
         workers: dict[str, int] = {}
-        pending: dict[str, _Sent] = {}
+        pending: dict[str, _Sent] = {}  # RPCs by request id, publishes by event id
         out: asyncio.Queue[pb.Message | None] = asyncio.Queue()
         late = 0
         timing: list[tuple[float, float, float, float, str]] = []
         deadline_s = self.sc.gateway.timeout_ms / 1000 + CLIENT_GRACE_S
         finished = asyncio.Event()
         arrivals_done = False
+        # publishes are timed by delivery confirmations: workers send one RPC per delivery to
+        # this agent type (a labkit extension the AutoGen protocol itself does not have)
+        ack_type = f"labkit-acks-{self.client_id}"
 
         async def outgoing() -> AsyncIterator[pb.Message]:
             while True:
@@ -120,8 +142,26 @@ class LoadGenerator:
         async with grpc.aio.insecure_channel(
             self.gateway, options=[("grpc.max_receive_message_length", 64 << 20)]
         ) as channel:
-            stream = pb_grpc.AgentRpcStub(channel).OpenChannel(outgoing(), metadata=metadata)
+            stub = pb_grpc.AgentRpcStub(channel)
+            stream = stub.OpenChannel(outgoing(), metadata=metadata)
             await stream.wait_for_connection()
+            subscriptions = SubscriptionIndex()
+            if self.publish_fraction > 0:
+                await stub.RegisterAgent(
+                    pb.RegisterAgentTypeRequest(type=ack_type), metadata=metadata
+                )
+                listed = await stub.GetSubscriptions(
+                    pb.GetSubscriptionsRequest(), metadata=metadata
+                )
+                for sub in listed.subscriptions:
+                    if sub.WhichOneof("subscription") == "typeSubscription":
+                        ts = sub.typeSubscription
+                        subscriptions.add(TypeSubscription(ts.topic_type, ts.agent_type, sub.id))
+                    else:
+                        tp = sub.typePrefixSubscription
+                        subscriptions.add(
+                            TypePrefixSubscription(tp.topic_type_prefix, tp.agent_type, sub.id)
+                        )
             t0 = time.monotonic()
             started_wall = time.time()
 
@@ -130,7 +170,7 @@ class LoadGenerator:
                 index = workers.setdefault(worker, len(workers)) if worker else -1
                 log.add(
                     0,
-                    RPC,
+                    sent.kind,
                     sent.agent_type,
                     sent.key,
                     index if index >= 0 else _NO_WORKER,
@@ -138,15 +178,32 @@ class LoadGenerator:
                     time.monotonic() - t0,
                     int(detail),
                     1,
-                    0,
+                    sent.fanout,
                 )
                 if arrivals_done and not pending:
                     finished.set()
 
+            def on_ack(request: Any) -> None:
+                # answer it (the gateway is waiting), then count the delivery
+                reply = pb.RpcResponse(request_id=request.request_id)
+                out.put_nowait(pb.Message(response=reply))
+                sent = pending.get(request.target.key)
+                if sent is None or sent.kind != PUBLISH:
+                    return
+                sent.delivered += 1
+                if sent.delivered >= sent.fanout:
+                    record(
+                        request.target.key, Detail.OK, request.metadata.get(WORKER_METADATA_KEY, "")
+                    )
+
             async def read() -> None:
                 nonlocal late
                 async for message in stream:
-                    if message.WhichOneof("message") != "response":
+                    kind = message.WhichOneof("message")
+                    if kind == "request" and message.request.target.type == ack_type:
+                        on_ack(message.request)
+                        continue
+                    if kind != "response":
                         continue
                     response = message.response
                     rid = response.request_id
@@ -183,9 +240,13 @@ class LoadGenerator:
                     await asyncio.sleep(wait)
                 else:
                     lag = max(lag, -wait)
-                type_index = self.target() if len(self.types) > 1 else 0
-                key = self.keys()
                 next_id += 1
+                # the simulator's draw order: key, then publish-or-not, then target type
+                key = self.keys()
+                if self.publish_fraction and self.coin() < self.publish_fraction:
+                    self._publish(next_id, t, key, ack_type, subscriptions, pending, out, record)
+                    continue
+                type_index = self.target() if len(self.types) > 1 else 0
                 rid = str(next_id)
                 pending[rid] = _Sent(t, type_index, key)
                 request = pb.RpcRequest(
@@ -212,6 +273,40 @@ class LoadGenerator:
         for name, index in workers.items():
             names[index] = name
         return LoadResult(log, names, next_id, late, started_wall, lag, timing, t0)
+
+    def _publish(
+        self,
+        n: int,
+        t: float,
+        key: int,
+        ack_type: str,
+        subscriptions: SubscriptionIndex,
+        pending: dict[str, _Sent],
+        out: asyncio.Queue,
+        record: Any,
+    ) -> None:
+        """A CloudEvent to a topic of the scenario, as AutoGen's publish_message sends it."""
+        topic = self.topics[self.topic_pick()]
+        source = self.key_names[key]
+        event_id = f"{self.client_id}-{n}"
+        fanout = len(subscriptions.recipients(TopicId(topic, source)))
+        pending[event_id] = _Sent(t, -1, key, kind=PUBLISH, fanout=fanout)
+        if fanout == 0:
+            record(event_id, Detail.OK, "")  # nobody subscribed: done at once, as in the sim
+            return
+        event = ce.CloudEvent(id=event_id, source=source, spec_version="1.0", type=topic)
+        attrs = {
+            "datacontenttype": "application/json",
+            "dataschema": "labkit.Ping",
+            "agmsgkind": "publish",
+            "agagentsendertype": "labkit-loadgen",
+            "agagentsenderkey": self.client_id,
+            ACK_ATTRIBUTE: ack_type,
+        }
+        for name, value in attrs.items():
+            event.attributes[name].ce_string = value
+        event.binary_data = b'{"n": %d}' % n
+        out.put_nowait(pb.Message(cloudEvent=event))
 
 
 #: record value for "no worker" (RecordLog maps -1 to the empty name)

@@ -7,7 +7,11 @@ labkit's own service, and when the gateway goes away it reconnects with full-jit
 registers its types and subscriptions again — AutoGen's own worker does neither.
 
 Replies echo the request's payload and carry ``labkit-worker`` in their metadata, so the load
-generator can attribute every request to the worker that served it.
+generator can attribute every request to the worker that served it. A published event is
+handled by each local agent type subscribed to it (as an AutoGen worker does), each taking a
+service time; if the event carries a ``labkitackto`` attribute, each delivery is confirmed by an
+RPC to that agent type (the load generator's), keyed by the event id — how a live run times a
+publish, which the protocol itself never answers.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -37,6 +42,8 @@ WORKER_MS_KEY = "labkit-worker-ms"
 #: reconnect backoff: full jitter over base * 2^n, capped
 RECONNECT_BASE_S = 0.05
 RECONNECT_CAP_S = 2.0
+#: CloudEvent attribute naming the agent type that wants a confirmation of each delivery
+ACK_ATTRIBUTE = "labkitackto"
 
 
 @dataclass
@@ -49,7 +56,8 @@ class WorkerOptions:
     service_ms: Callable[[], float] = field(default_factory=lambda: lambda: 10.0)
     speed: float = 1.0
     report_interval_s: float = 0.5
-    topics: tuple[str, ...] = ()  # topic types to subscribe each agent type to
+    #: (kind "type" | "prefix", topic type or prefix, agent type) for the types it hosts
+    subscriptions: tuple[tuple[str, str, str], ...] = ()
     api_key: str | None = None
     seed: int = 0
 
@@ -68,6 +76,7 @@ class LabkitWorker:
         self._rt_ewma_ms = 0.0
         self._max_queue = 0
         self.slowdown = 1.0  # an injected "slow" fault, learned from load report acks
+        self._acks = 0
         self._stop = asyncio.Event()
         self.connections = 0
 
@@ -113,20 +122,32 @@ class LabkitWorker:
 
             stream = stub.OpenChannel(outgoing(), metadata=self.metadata)
             await stream.wait_for_connection()
-            for agent_type in self.options.agent_types:
-                await stub.RegisterAgent(
-                    pb.RegisterAgentTypeRequest(type=agent_type), metadata=self.metadata
-                )
-                for topic in self.options.topics:
+            # subscriptions first: once it is registered, its subscriptions are in place
+            for kind, topic, agent_type in self.options.subscriptions:
+                if agent_type not in self.options.agent_types:
+                    continue
+                sub_id = f"{self.client_id}:{kind}:{topic}:{agent_type}"
+                if kind == "type":
                     sub = pb.Subscription(
-                        id=f"{self.client_id}:{agent_type}:{topic}",
+                        id=sub_id,
                         typeSubscription=pb.TypeSubscription(
                             topic_type=topic, agent_type=agent_type
                         ),
                     )
-                    await stub.AddSubscription(
-                        pb.AddSubscriptionRequest(subscription=sub), metadata=self.metadata
+                else:
+                    sub = pb.Subscription(
+                        id=sub_id,
+                        typePrefixSubscription=pb.TypePrefixSubscription(
+                            topic_type_prefix=topic, agent_type=agent_type
+                        ),
                     )
+                await stub.AddSubscription(
+                    pb.AddSubscriptionRequest(subscription=sub), metadata=self.metadata
+                )
+            for agent_type in self.options.agent_types:
+                await stub.RegisterAgent(
+                    pb.RegisterAgentTypeRequest(type=agent_type), metadata=self.metadata
+                )
             self.connections += 1
             log.info(
                 "registered %s with %s", ",".join(self.options.agent_types), self.options.gateway
@@ -156,25 +177,15 @@ class LabkitWorker:
                 task = asyncio.create_task(self._serve(message.request, out))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+            elif kind == "cloudEvent":
+                task = asyncio.create_task(self._deliver(message.cloudEvent, out))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
             # responses and events need no handling: synthetic agents call no one
 
     async def _serve(self, request: pb.RpcRequest, out: asyncio.Queue) -> None:
         arrived = time.monotonic()
-        self._waiting += 1
-        self._max_queue = max(self._max_queue, self._waiting)
-        async with self._slots:
-            self._waiting -= 1
-            self._serving += 1
-            speed = self.options.speed / self.slowdown
-            work = max(0.0, self.options.service_ms()) / 1000 / speed
-            started = time.monotonic()
-            try:
-                await asyncio.sleep(work)
-            finally:
-                self._serving -= 1
-                served_s = time.monotonic() - started
-                self._busy_s += served_s
-        self._served += 1
+        served_s = await self._work()
         rt_ms = (time.monotonic() - arrived) * 1000
         self._rt_ewma_ms += 0.1 * (rt_ms - self._rt_ewma_ms)
         response = pb.RpcResponse(request_id=request.request_id, payload=request.payload)
@@ -182,6 +193,55 @@ class LabkitWorker:
         response.metadata[SERVICE_MS_KEY] = f"{served_s * 1000:.4f}"
         response.metadata[WORKER_MS_KEY] = f"{rt_ms:.4f}"
         out.put_nowait(pb.Message(response=response))
+
+    def _recipients(self, topic_type: str) -> list[str]:
+        """Local agent types subscribed to the topic type, each once (AutoGen's rule)."""
+        types: list[str] = []
+        for kind, topic, agent_type in self.options.subscriptions:
+            if agent_type not in self.options.agent_types or agent_type in types:
+                continue
+            if topic_type == topic if kind == "type" else topic_type.startswith(topic):
+                types.append(agent_type)
+        return types
+
+    async def _deliver(self, event: Any, out: asyncio.Queue) -> None:
+        ack = event.attributes.get(ACK_ATTRIBUTE)
+        ack_to = ack.ce_string if ack is not None else ""
+        for agent_type in self._recipients(event.type):
+            await self._work()
+            if ack_to:
+                self._acks += 1
+                request = pb.RpcRequest(
+                    request_id=f"ack-{self._acks}",
+                    source=pb.AgentId(type=agent_type, key=event.source),
+                    target=pb.AgentId(type=ack_to, key=event.id),
+                    payload=pb.Payload(
+                        data_type="labkit.Delivered",
+                        data_content_type="application/json",
+                        data=b'{"agent_type": "%s"}' % agent_type.encode(),
+                    ),
+                )
+                request.metadata[WORKER_METADATA_KEY] = self.client_id
+                out.put_nowait(pb.Message(request=request))
+
+    async def _work(self) -> float:
+        """One handling's service time, in one of the worker's slots; returns the seconds it
+        took (the work as the clock saw it, overshoot included)."""
+        self._waiting += 1
+        self._max_queue = max(self._max_queue, self._waiting)
+        async with self._slots:
+            self._waiting -= 1
+            self._serving += 1
+            speed = self.options.speed / self.slowdown
+            started = time.monotonic()
+            try:
+                await asyncio.sleep(max(0.0, self.options.service_ms()) / 1000 / speed)
+            finally:
+                self._serving -= 1
+                served_s = time.monotonic() - started
+                self._busy_s += served_s
+        self._served += 1
+        return served_s
 
     async def _report_load(self, channel: grpc.aio.Channel) -> None:
         stub = labkit_pb2_grpc.LabkitGatewayStub(channel)

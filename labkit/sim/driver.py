@@ -73,10 +73,12 @@ from labkit.results.window import fleet_metrics, window_metrics
 from labkit.scenario import Scenario
 from labkit.sim.workload import (
     STREAM_ARRIVALS,
+    STREAM_COIN,
     STREAM_KEYS,
     STREAM_SERVICE,
     STREAM_SPEEDS,
     STREAM_TARGET,
+    STREAM_TOPIC,
     Arrivals,
     IntSampler,
     key_sampler,
@@ -378,14 +380,14 @@ class FleetSim:
         self.net = BatchSampler(latency, rngs[4]) if latency and latency.mean > 0 else None
         self.keys = key_sampler(wl.keys, rngs[STREAM_KEYS])
         self.key_names = [f"k{i}" for i in range(wl.keys.count)]
-        self.coin = BatchSampler(_UNIFORM, rngs[6])
+        self.coin = BatchSampler(_UNIFORM, rngs[STREAM_COIN])
         shares = wl.target_types or {t: 1.0 for t in self.agent_types}
         self.multi_type = len(self.agent_types) > 1
         self.target = IntSampler(
             np.array([shares.get(t, 0.0) for t in self.agent_types]), rngs[STREAM_TARGET]
         )
         self.topics = list(wl.topics)
-        self.topic_pick = IntSampler(np.ones(max(1, len(self.topics))), rngs[8])
+        self.topic_pick = IntSampler(np.ones(max(1, len(self.topics))), rngs[STREAM_TOPIC])
         self.publish_fraction = wl.publish_fraction
         self.unauthorized = wl.unauthorized_fraction
         self.think = BatchSampler(wl.arrival.think_time, rngs[9]) if wl.arrival.think_time else None

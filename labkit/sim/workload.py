@@ -124,6 +124,7 @@ class Arrivals:
 #: service times, keys, target types and arrival times as the simulated run of one scenario
 STREAM_COUNT = 20
 STREAM_SPEEDS, STREAM_SERVICE, STREAM_KEYS, STREAM_TARGET, STREAM_ARRIVALS = 0, 3, 5, 7, 10
+STREAM_COIN, STREAM_TOPIC = 6, 8  # publish-or-not (and other coins), the topic of a publish
 
 
 class Streams:
