@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from labkit import __version__
 from labkit.errors import LabkitError, ScenarioError
@@ -168,19 +169,25 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from labkit.progress import ProgressBar
-    from labkit.report import format_summary
     from labkit.scenario import load_scenario
     from labkit.sim import simulate
 
     scenario = load_scenario(args.scenario, args.overrides, seed=args.seed)
-    bar = None if args.quiet else ProgressBar(f"simulating {scenario.name}")
+    out = args.out or Path("out") / scenario.name
+    return _execute(simulate, scenario, f"simulating {scenario.name}", out, args)
+
+
+def _execute(run: Any, scenario: Any, label: str, out: Path, args: argparse.Namespace) -> int:
+    """Run with a progress bar, write the results, print the summary (``run`` and ``live``)."""
+    from labkit.progress import ProgressBar
+    from labkit.report import format_summary
+
+    bar = None if args.quiet else ProgressBar(label)
     try:
-        results = simulate(scenario, progress=bar)
+        results = run(scenario, progress=bar)
     finally:
         if bar is not None:
             bar.close()
-    out = args.out or Path("out") / scenario.name
     paths = results.write(out, report=not args.no_report)
     if not args.quiet:
         print(format_summary(results.summary))
@@ -217,8 +224,6 @@ def _live(args: argparse.Namespace) -> int:
     import yaml
 
     from labkit.live.run import run_live
-    from labkit.progress import ProgressBar
-    from labkit.report import format_summary
     from labkit.scenario import load_scenario
 
     scenario = load_scenario(args.scenario, args.overrides, seed=args.seed)
@@ -229,20 +234,7 @@ def _live(args: argparse.Namespace) -> int:
     resolved = out / "scenario.yaml"
     resolved.write_text(yaml.safe_dump(scenario.to_dict(), sort_keys=False))
     scenario = load_scenario(resolved)
-    bar = None if args.quiet else ProgressBar(f"live {scenario.name}")
-    try:
-        results = run_live(scenario, progress=bar)
-    finally:
-        if bar is not None:
-            bar.close()
-    paths = results.write(out, report=not args.no_report)
-    if not args.quiet:
-        print(format_summary(results.summary))
-        print()
-        print(f"wrote {paths['summary']}")
-        if "report" in paths:
-            print(f"report: {paths['report']}")
-    return 0
+    return _execute(run_live, scenario, f"live {scenario.name}", out, args)
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -289,11 +281,13 @@ def _worker(args: argparse.Namespace) -> int:
     concurrency = 1
     types = args.agent_types
     subscriptions: list[tuple[str, str, str]] = []
+    queue_limit = None
     if args.scenario is not None:
         from labkit.scenario import load_scenario
 
         sc = load_scenario(args.scenario)
         dist, concurrency = sc.workers.service_time, sc.workers.concurrency
+        queue_limit = sc.workers.queue_limit
         types = types or list(sc.workers.agent_types)
         subscriptions = [(s.kind, s.topic, s.agent_type) for s in sc.subscriptions]
     if args.service_time_ms is not None:
@@ -312,6 +306,7 @@ def _worker(args: argparse.Namespace) -> int:
         agent_types=tuple(types or ["agent"]),
         name=args.name,
         concurrency=concurrency,
+        queue_limit=queue_limit,
         service_ms=sampler,
         speed=args.speed,
         subscriptions=tuple(

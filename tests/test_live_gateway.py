@@ -226,3 +226,178 @@ def test_metrics_endpoint_serves_prometheus_text() -> None:
         caller.close()
 
     run(body, metrics=True)
+
+
+def test_attempt_timeouts_retry_elsewhere_and_a_breaker_opens_on_a_silent_worker() -> None:
+    from labkit.core.breaker import BreakerConfig
+    from labkit.core.gateway import RetryPolicy
+
+    config = with_gateway(
+        timeout_s=3.0,
+        attempt_timeout_s=0.2,
+        retry=RetryPolicy(3, 0.001, 0.01),
+        breaker=BreakerConfig(failure_threshold=1, open_s=30.0),
+    )
+    config.balancer = dataclasses.replace(config.balancer, strategy="round_robin")
+
+    async def body(gw: LiveGateway, _: Running, channel: grpc.aio.Channel) -> None:
+        silent = await Peer(channel, "silent").open()
+        echo = await Peer(channel, "echo").open()
+        for peer in (silent, echo):
+            await peer.stub.RegisterAgent(pb.RegisterAgentTypeRequest(type="t"), metadata=peer.md)
+        caller = await Peer(channel, "caller").open()
+
+        async def answer() -> None:
+            while True:
+                m = await echo.stream.read()
+                if m is grpc.aio.EOF:
+                    return
+                if m.WhichOneof("message") == "request":
+                    reply = pb.RpcResponse(request_id=m.request.request_id)
+                    echo.out.put_nowait(pb.Message(response=reply))
+
+        answering = asyncio.create_task(answer())
+        for i in range(6):
+            caller.request(str(i), "t")
+        replies = [await caller.read() for _ in range(6)]
+        # every request succeeded: those sent to the silent worker timed out after 0.2 s
+        # and were retried on the other; the breaker then kept the silent one out
+        assert all(not r.response.error for r in replies)
+        assert gw.counters["rpc_retries"] >= 1
+        assert gw.policy.breakers is not None and gw.policy.breakers.opened >= 1
+        answering.cancel()
+        for peer in (silent, echo, caller):
+            peer.close()
+
+    run(body, config)
+
+
+def test_a_caller_with_a_valid_key_is_served() -> None:
+    async def body(gw: LiveGateway, _: Running, channel: grpc.aio.Channel) -> None:
+        worker = await Peer(channel, "worker", key="s3cret").open()
+        await worker.stub.RegisterAgent(
+            pb.RegisterAgentTypeRequest(type="echo"), metadata=worker.md
+        )
+        caller = await Peer(channel, "caller", key="s3cret").open()
+        caller.request("1", "echo")
+        forwarded = await worker.read()
+        assert forwarded.request.target.type == "echo"
+        reply = pb.RpcResponse(request_id=forwarded.request.request_id)
+        worker.out.put_nowait(pb.Message(response=reply))
+        answer = await caller.read()
+        assert answer.response.request_id == "1" and not answer.response.error
+        worker.close()
+        caller.close()
+
+    run(body, with_gateway(api_keys=frozenset({"s3cret"})))
+
+
+def sub_request(sid: str, topic: str, agent_type: str) -> pb.AddSubscriptionRequest:
+    ts = pb.TypeSubscription(topic_type=topic, agent_type=agent_type)
+    return pb.AddSubscriptionRequest(subscription=pb.Subscription(id=sid, typeSubscription=ts))
+
+
+def test_a_shared_subscription_id_survives_one_holder_leaving() -> None:
+    async def body(gw: LiveGateway, _: Running, channel: grpc.aio.Channel) -> None:
+        a = await Peer(channel, "a").open()
+        b = await Peer(channel, "b").open()
+        for peer in (a, b):  # AutoGen workers of one type use the same id for the same sub
+            await peer.stub.AddSubscription(sub_request("same", "news", "r"), metadata=peer.md)
+        a.close()
+        for _ in range(50):
+            if "a" not in gw.clients:
+                break
+            await asyncio.sleep(0.02)
+        listed = await b.stub.GetSubscriptions(pb.GetSubscriptionsRequest(), metadata=b.md)
+        assert len(listed.subscriptions) == 1
+        # and nobody can remove a subscription they do not hold
+        c = await Peer(channel, "c").open()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await c.stub.RemoveSubscription(pb.RemoveSubscriptionRequest(id="same"), metadata=c.md)
+        assert err.value.code() is grpc.StatusCode.NOT_FOUND
+        b.close()
+        c.close()
+
+    run(body)
+
+
+def test_a_publish_reaches_each_subscribed_type_once_when_one_worker_hosts_both() -> None:
+    async def body(gw: LiveGateway, _: Running, channel: grpc.aio.Channel) -> None:
+        w1 = await Peer(channel, "w1").open()
+        w2 = await Peer(channel, "w2").open()
+        await w1.stub.RegisterAgent(pb.RegisterAgentTypeRequest(type="A"), metadata=w1.md)
+        for t in ("A", "B"):
+            await w2.stub.RegisterAgent(pb.RegisterAgentTypeRequest(type=t), metadata=w2.md)
+        for t in ("A", "B"):
+            await w2.stub.AddSubscription(sub_request(f"s-{t}", "news", t), metadata=w2.md)
+        publisher = await Peer(channel, "pub").open()
+        for i in range(20):
+            event = pb.Message()
+            event.cloudEvent.id = str(i)
+            event.cloudEvent.source = f"s{i}"
+            event.cloudEvent.type = "news"
+            publisher.out.put_nowait(event)
+        for _ in range(50):
+            if gw.counters["publishes"] == 20:
+                break
+            await asyncio.sleep(0.02)
+        # w2 hosts both subscribed types: it alone gets each event (and delivers to both)
+        assert gw.counters["deliveries"] == 20
+        assert gw.counters["publish_overlaps"] == 0
+        for peer in (w1, w2, publisher):
+            peer.close()
+
+    run(body)
+
+
+def test_a_second_stream_with_the_same_id_keeps_the_registration() -> None:
+    async def body(gw: LiveGateway, _: Running, channel: grpc.aio.Channel) -> None:
+        first = await Peer(channel, "w").open()
+        await first.stub.RegisterAgent(pb.RegisterAgentTypeRequest(type="echo"), metadata=first.md)
+        second = await Peer(channel, "w").open()
+        await asyncio.sleep(0.1)
+        assert gw.registry.pool("echo").healthy == ("w",)
+        caller = await Peer(channel, "caller").open()
+        caller.request("1", "echo")
+        forwarded = await second.read()  # the new stream is the worker now
+        assert forwarded.request.target.type == "echo"
+        for peer in (first, second, caller):
+            peer.close()
+
+    run(body)
+
+
+def test_a_half_closed_stream_still_gets_its_replies() -> None:
+    async def body(gw: LiveGateway, _: Running, channel: grpc.aio.Channel) -> None:
+        worker = await Peer(channel, "worker").open()
+        await worker.stub.RegisterAgent(
+            pb.RegisterAgentTypeRequest(type="echo"), metadata=worker.md
+        )
+        caller = await Peer(channel, "caller").open()
+        caller.request("1", "echo")
+        caller.out.put_nowait(None)  # done sending: half-close
+        forwarded = await worker.read()
+        worker.out.put_nowait(
+            pb.Message(response=pb.RpcResponse(request_id=forwarded.request.request_id))
+        )
+        answer = await caller.read()
+        assert answer.response.request_id == "1" and not answer.response.error
+        caller.close()
+        worker.close()
+
+    run(body)
+
+
+def test_a_client_that_never_opens_its_stream_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import labkit.live.gateway as gateway_module
+
+    monkeypatch.setattr(gateway_module, "UNATTACHED_GRACE_S", 0.2)
+
+    async def body(gw: LiveGateway, _: Running, channel: grpc.aio.Channel) -> None:
+        ghost = Peer(channel, "ghost")
+        await ghost.stub.RegisterAgent(pb.RegisterAgentTypeRequest(type="echo"), metadata=ghost.md)
+        assert "ghost" in gw.registry.workers
+        await asyncio.sleep(0.5)
+        assert "ghost" not in gw.clients and "ghost" not in gw.registry.workers
+
+    run(body)

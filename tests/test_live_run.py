@@ -111,6 +111,9 @@ def test_a_killed_worker_loses_in_flight_requests_and_the_rest_fail_over(tmp_pat
     down = ev[(ev["worker"] == "w-1") & (ev["source"] == "registry") & (ev["event"] == "down")]
     assert len(down) == 1 and 2.0 <= down["t_s"].iloc[0] < 2.5
     assert res.summary["faults"][0]["time_to_detect_s"] < 0.5
+    # per-worker served counts include what w-1 served before it was killed
+    assert int(res.workers["served"].sum()) == len(rec)
+    assert int(res.workers.set_index("worker").loc["w-1", "served"]) > 0
     assert not any(alive(p) for p in sup.pids)
 
 
@@ -336,3 +339,75 @@ def test_live_publishes_are_timed_by_delivery_confirmations(tmp_path: Path) -> N
     # a publish ends with its last delivery: slower than a single RPC at the median
     rpc = live.records[live.records["kind"] == "rpc"]
     assert pubs["latency_ms"].median() > rpc["latency_ms"].median()
+
+
+def test_simulator_only_settings_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    from labkit.errors import LabkitError
+
+    path = small(tmp_path, gateway={"timeout_ms": 2000, "hedging": {"after_ms": 10}})
+    sup = Supervisor()
+    with pytest.raises(LabkitError, match="hedging"):
+        run_live(load_scenario(path), supervisor=sup)
+    assert sup.pids == []
+
+
+def test_a_full_worker_queue_turns_requests_away(tmp_path: Path) -> None:
+    path = small(
+        tmp_path,
+        workers={
+            "count": 1,
+            "concurrency": 1,
+            "queue_limit": 1,
+            "service_time": {"dist": "constant", "value_ms": 50},
+        },
+        workload={"arrival": {"process": "poisson", "rate_rps": 60}, "keys": {"count": 10}},
+    )
+    res = run_live(load_scenario(path))
+    assert res.summary["details"].get("queue_full", 0) > 0
+    assert res.summary["requests"]["rejected"] == res.summary["details"]["queue_full"]
+
+
+def test_sigterm_to_labkit_live_tears_every_process_down(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = small(tmp_path, duration_s=30)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labkit", "live", str(path), "--out", str(out), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    marker = str(out)  # the resolved scenario the children read lives under --out
+
+    def children() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if marker in cmd and "live" not in cmd.split()[3:4] and alive(int(entry.name)):
+                found.append(int(entry.name))
+        return [p for p in found if p != proc.pid]
+
+    try:
+        deadline = time.monotonic() + 30
+        while len(children()) < 4 and time.monotonic() < deadline:  # gateway + 3 workers
+            time.sleep(0.2)
+        started = children()
+        assert len(started) >= 4
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        deadline = time.monotonic() + 10
+        while any(alive(p) for p in started) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(p) for p in started)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)

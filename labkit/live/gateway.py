@@ -56,6 +56,7 @@ from labkit.errors import NoWorkerAvailable
 from labkit.live.pb import agent_worker_pb2 as pb
 from labkit.live.pb import cloudevent_pb2 as ce
 from labkit.live.pb import labkit_pb2
+from labkit.live.worker import ACK_TYPE_PREFIX
 
 log = logging.getLogger("labkit.gateway")
 
@@ -63,6 +64,8 @@ SERVICE = "agents.AgentRpc"
 #: default largest message the gateway accepts (AutoGen's host has gRPC's 4 MiB)
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 API_KEY_HEADER = "x-api-key"
+#: how long a client known only from unary calls may wait for its OpenChannel stream
+UNATTACHED_GRACE_S = 5.0
 _ERROR_PREFIX = "labkit gateway: "
 
 
@@ -89,8 +92,8 @@ class Client:
     types: set[str] = field(default_factory=set)
     subscriptions: set[str] = field(default_factory=set)
     authorised: bool = True
+    api_key: str | None = None
     connected: bool = True
-    control: asyncio.Queue[bytes | None] | None = None
     #: injected faults (``InjectFault``): extra delay before each message to it, drop its replies
     extra_s: float = 0.0
     drop_replies: bool = False
@@ -136,13 +139,20 @@ class LiveGateway:
         )
         self.subscriptions = SubscriptionIndex()
         self._sub_ids: dict[str, tuple[str, str, str]] = {}  # subscription id -> identity
-        self._sub_holders: dict[tuple[str, str, str], set[str]] = {}  # identity -> ids
+        #: identity -> (client id, subscription id) of every client holding it
+        self._sub_holders: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
+        #: control channels by client id (one may open before, or outlive, the data stream)
+        self.controls: dict[str, asyncio.Queue[bytes | None]] = {}
         self.clients: dict[str, Client] = {}
         self.pending: dict[str, Pending] = {}
         # one timeout for every RPC, so deadlines come in arrival order: one armed timer for
         # the oldest serves them all (no timer per RPC)
         self._deadlines: deque[tuple[float, str]] = deque()
         self._deadline_timer: asyncio.TimerHandle | None = None
+        # per-attempt timeouts, one length for all: the same trick (gid, attempt number)
+        self._attempt_timeouts: deque[tuple[float, str, int]] = deque()
+        self._attempt_timer: asyncio.TimerHandle | None = None
+        self._guarded = bool(self.policy.guards)
         self._next_id = 0
         self.counters: dict[str, int] = {
             "rpc_requests": 0,
@@ -171,29 +181,67 @@ class LiveGateway:
         return time.monotonic() - self._started
 
     # -- clients -----------------------------------------------------------------------------
+    def key_ok(self, api_key: str | None) -> bool:
+        keys = self.config.gateway.api_keys
+        return keys is None or api_key in keys
+
     def connect(self, client_id: str, api_key: str | None) -> Client:
-        """A client's OpenChannel stream opened."""
+        """A client's OpenChannel stream opened; the stream's key decides its data plane."""
         old = self.clients.get(client_id)
         if old is not None and old.connected and not old.attached:
             # it registered before its stream got here (AutoGen's worker does not wait for
             # the stream before calling RegisterAgent): this is that client's stream
             old.attached = True
+            old.authorised = self.key_ok(api_key)
+            old.api_key = api_key
             return old
-        if old is not None and old.connected:
-            # a reconnect with the same id: the old stream is finished
-            self.disconnect(old)
-        client = self.unattached(client_id, api_key)
+        client = Client(client_id, authorised=self.key_ok(api_key), api_key=api_key)
         client.attached = True
+        if old is not None and old.connected:
+            # the same id again while its old stream is open (a reconnect that raced the old
+            # stream's end): the new stream takes over what the old one registered
+            self._take_over(old, client)
+        self.clients[client_id] = client
         log.info("client %s connected", client_id)
         return client
 
+    def _take_over(self, old: Client, new: Client) -> None:
+        new.types = set(old.types)
+        new.subscriptions = set(old.subscriptions)
+        for holders in self._sub_holders.values():
+            for entry in [h for h in holders if h[0] == old.client_id]:
+                holders.discard(entry)
+                holders.add(entry)  # same client id: the holders stay
+        old.types = set()
+        old.subscriptions = set()
+        old.connected = False
+        old.out.put_nowait(None)
+        now = self.now()
+        for gid, p in list(self.pending.items()):
+            if p.caller is old:
+                self._forget(gid, p)
+            elif p.worker is old:
+                self._attempt_failed(gid, p, Detail.WORKER_LOST, now)
+        if new.types:
+            self.registry.register(new.client_id, sorted(new.types), now)
+
     def unattached(self, client_id: str, api_key: str | None) -> Client:
-        """A client known before (or without) its stream; messages to it wait in its queue."""
-        client = Client(client_id)
-        keys = self.config.gateway.api_keys
-        client.authorised = keys is None or api_key in keys
+        """A client known by a unary call before its stream arrives; messages to it wait in
+        its queue. If no stream comes within ``UNATTACHED_GRACE_S`` it is dropped, so requests
+        are not routed to it for ever."""
+        client = Client(client_id, authorised=self.key_ok(api_key), api_key=api_key)
         self.clients[client_id] = client
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return client  # no loop (a unit test driving the gateway by hand)
+        loop.call_later(UNATTACHED_GRACE_S, self._reap, client)
         return client
+
+    def _reap(self, client: Client) -> None:
+        if client.connected and not client.attached:
+            log.warning("client %s never opened its channel: dropped", client.client_id)
+            self.disconnect(client)
 
     def disconnect(self, client: Client) -> None:
         if not client.connected:
@@ -239,29 +287,30 @@ class LiveGateway:
             raise ValueError("subscription has neither typeSubscription nor typePrefixSubscription")
         if not sub.id:
             raise ValueError("subscription id must not be empty")
-        if sub.id in self._sub_ids:
-            if self._sub_ids[sub.id] == s.identity:
-                client.subscriptions.add(sub.id)
-                return  # the same subscription again: idempotent
+        known = self._sub_ids.get(sub.id)
+        if known is not None and known != s.identity:
             raise ValueError(f"subscription id {sub.id!r} is already used for another one")
         # the same subscription from a second worker of the type is the same subscription
         self.subscriptions.add(s)
         self._sub_ids[sub.id] = s.identity
-        self._sub_holders.setdefault(s.identity, set()).add(sub.id)
+        self._sub_holders.setdefault(s.identity, set()).add((client.client_id, sub.id))
         client.subscriptions.add(sub.id)
 
     def remove_subscription(self, client: Client, sub_id: str) -> None:
-        if sub_id not in self._sub_ids:
-            raise KeyError(f"no subscription with id {sub_id!r}")
+        if sub_id not in client.subscriptions:
+            raise KeyError(f"this client holds no subscription with id {sub_id!r}")
         self._drop_subscription(client, sub_id)
 
     def _drop_subscription(self, client: Client, sub_id: str) -> None:
+        """One client lets go of a subscription; it lives on while another client holds it."""
         client.subscriptions.discard(sub_id)
-        identity = self._sub_ids.pop(sub_id, None)
+        identity = self._sub_ids.get(sub_id)
         if identity is None:
             return
         holders = self._sub_holders.get(identity, set())
-        holders.discard(sub_id)
+        holders.discard((client.client_id, sub_id))
+        if not any(h[1] == sub_id for h in holders):
+            del self._sub_ids[sub_id]
         if holders:
             return
         self._sub_holders.pop(identity, None)
@@ -333,10 +382,13 @@ class LiveGateway:
                 f"message of {size} bytes exceeds the limit of {self.config.max_message_bytes}",
             )
             return
-        denied = self.policy.admit(now)
-        if denied is not None:
-            self._reject(caller, rid, denied.label, "rate limited; retry later")
-            return
+        # a publish's delivery confirmations are part of work already admitted
+        if not request.target.type.startswith(ACK_TYPE_PREFIX):
+            denied = self.policy.admit(now, caller.api_key)
+            if denied is not None:
+                self._reject(caller, rid, denied.label, "turned away at admission; retry later")
+                return
+            self.policy.request_started(now)
         gid = str(self._next_id)
         self._next_id += 1
         if message is None:
@@ -370,6 +422,13 @@ class LiveGateway:
             self._attempt_failed(gid, p, Detail.WORKER_LOST, now)
             return
         p.attempts += 1
+        if self._guarded:
+            self.policy.dispatched(name, now)
+        attempt_timeout = self.config.gateway.attempt_timeout_s
+        if attempt_timeout:
+            self._attempt_timeouts.append((now + attempt_timeout, gid, p.attempts))
+            if self._attempt_timer is None:
+                self._arm_attempt_timeouts(now)
         worker.forwarded += 1
         p.worker = worker
         p.sent_at = now
@@ -398,6 +457,10 @@ class LiveGateway:
             reply.error = _ERROR_PREFIX + "worker_error: injected fault (flaky worker)"
             reply.ClearField("payload")
         ok = not reply.error
+        if self._guarded:
+            self.policy.attempt_ended(
+                worker.client_id, Detail.OK if ok else Detail.WORKER_ERROR, now
+            )
         if not ok:
             # the worker answered with an error: the scenario's retry policy decides
             delay = self.policy.after_attempt(Detail.WORKER_ERROR, p.attempts, now, p.deadline)
@@ -422,8 +485,32 @@ class LiveGateway:
         if p.caller.connected:
             p.caller.out.put_nowait(message.SerializeToString())
 
+    def _arm_attempt_timeouts(self, now: float) -> None:
+        items = self._attempt_timeouts
+        while items and items[0][1] not in self.pending:
+            items.popleft()
+        if not items:
+            self._attempt_timer = None
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, items[0][0] - now)
+        self._attempt_timer = loop.call_at(loop.time() + delay, self._on_attempt_timeouts)
+
+    def _on_attempt_timeouts(self) -> None:
+        now = self.now()
+        items = self._attempt_timeouts
+        while items and items[0][0] <= now:
+            _, gid, attempt = items.popleft()
+            p = self.pending.get(gid)
+            # only the attempt it was armed for, if still out (a retry has its own entry)
+            if p is not None and p.attempts == attempt and p.worker is not None:
+                self._attempt_failed(gid, p, Detail.ATTEMPT_TIMEOUT, now)
+        self._arm_attempt_timeouts(now)
+
     def _attempt_failed(self, gid: str, p: Pending, detail: Detail, now: float) -> None:
         if p.worker is not None:
+            if self._guarded:
+                self.policy.attempt_ended(p.worker.client_id, detail, now)
             self.policy.local.finished(p.worker.client_id, now, None)
             p.tried.append(p.worker.client_id)
             lost = p.worker.client_id
@@ -469,6 +556,13 @@ class LiveGateway:
             return
         timeout = self.config.gateway.timeout_s
         where = f" (last sent to {p.worker.client_id})" if p.worker is not None else ""
+        if p.worker is not None:
+            # the attempt timed out at its worker (passive checks hear it); not a cancellation
+            now = self.now()
+            if self._guarded:
+                self.policy.attempt_ended(p.worker.client_id, Detail.DEADLINE, now)
+            self.policy.local.finished(p.worker.client_id, now, None)
+            p.worker = None
         self._fail(gid, p, "deadline", f"no reply within the deadline of {timeout:g} s{where}")
 
     def _fail(self, gid: str, p: Pending, reason: str, text: str) -> None:
@@ -481,7 +575,10 @@ class LiveGateway:
     def _forget(self, gid: str, p: Pending) -> None:
         self.pending.pop(gid, None)
         if p.worker is not None:
-            self.policy.local.finished(p.worker.client_id, self.now(), None)
+            now = self.now()
+            if self._guarded:
+                self.policy.attempt_cancelled(p.worker.client_id, now)
+            self.policy.local.finished(p.worker.client_id, now, None)
             p.worker = None
 
     def _reject(self, caller: Client, request_id: str, reason: str, text: str) -> None:
@@ -503,25 +600,29 @@ class LiveGateway:
             return  # an event has no reply to carry an error; it is counted and dropped
         now = self.now()
         recipients = self.subscriptions.recipients(TopicId(event.type, event.source))
+        subscribed = {a.type for a in recipients}
         chosen: dict[str, Client] = {}
         covered: set[str] = set()
-        for agent in recipients:
+
+        def hosts(agent_type: str) -> int:
+            pool = self.registry.pool(agent_type)
+            return len(pool.healthy) if pool is not None else 0
+
+        # the types with fewest hosts first: the worker chosen for a rare type often hosts the
+        # common ones too, and delivers to all of them at once
+        for agent in sorted(recipients, key=lambda a: hosts(a.type)):
             if agent.type in covered:
                 continue
-            # a worker already chosen for this event that hosts the type delivers it too
-            worker = next((c for c in chosen.values() if agent.type in c.types), None)
+            try:
+                name = self.policy.route(agent.type, agent.key, now)
+            except NoWorkerAvailable:
+                self._count_reason("publish_no_worker")
+                continue
+            worker = self.clients.get(name)
             if worker is None:
-                try:
-                    name = self.policy.route(agent.type, agent.key, now)
-                except NoWorkerAvailable:
-                    self._count_reason("publish_no_worker")
-                    continue
-                worker = self.clients.get(name)
-                if worker is None:
-                    continue
-                chosen[name] = worker
-            covered.add(agent.type)
-        subscribed = {a.type for a in recipients}
+                continue
+            chosen[name] = worker
+            covered |= worker.types & subscribed
         hosted = [c.types & subscribed for c in chosen.values()]
         if sum(len(h) for h in hosted) > len(set().union(*hosted)) if hosted else False:
             self.counters["publish_overlaps"] += 1
@@ -531,26 +632,33 @@ class LiveGateway:
             self.counters["deliveries"] += 1
 
     # -- control channel ---------------------------------------------------------------------
-    def on_control(self, sender: Client, frame: bytes) -> None:
+    def on_control(self, sender_id: str, frame: bytes) -> None:
+        """Relay a ControlMessage to ``clientid=ID`` or to the worker hosting ``agentid=T/K``."""
         try:
             message = pb.ControlMessage.FromString(frame)
         except Exception:
             self.counters["undecodable_frames"] += 1
             return
         dest = message.destination
-        target: Client | None = None
+        target_id: str | None = None
         if dest.startswith("clientid="):
-            target = self.clients.get(dest.removeprefix("clientid="))
+            target_id = dest.removeprefix("clientid=")
         elif dest.startswith("agentid="):
             agent_type, _, key = dest.removeprefix("agentid=").partition("/")
             with contextlib.suppress(NoWorkerAvailable):
-                target = self.clients.get(self.policy.route(agent_type, key, self.now()))
-        if target is None or target.control is None:
+                target_id = self.policy.route(agent_type, key, self.now())
+        queue = self.controls.get(target_id) if target_id is not None else None
+        if queue is None:
             self.counters["control_undeliverable"] += 1
-            log.warning("control message %s to %r: no such destination", message.rpc_id, dest)
+            log.warning(
+                "control message %s from %s to %r: no such destination",
+                message.rpc_id,
+                sender_id,
+                dest,
+            )
             return
         self.counters["control_relayed"] += 1
-        target.control.put_nowait(frame)
+        queue.put_nowait(frame)
 
     # -- labkit's own service ----------------------------------------------------------------
     def report_load(self, report: Any) -> bool:
@@ -688,9 +796,9 @@ class _Handlers:
                 async for frame in requests:
                     gw.on_frame(client, frame)
             except (grpc.aio.AioRpcError, asyncio.CancelledError):
-                pass
-            finally:
                 gw.disconnect(client)
+            # a clean end of the request side is a half-close: replies still owed to it go
+            # out on the response side, which ends when the client cancels the call
 
         reader = asyncio.create_task(read())
         try:
@@ -708,16 +816,18 @@ class _Handlers:
     ) -> AsyncIterator[bytes]:
         gw = self.gw
         client_id = await _client_id(context)
-        client = gw.clients.get(client_id)
+        api_key = _metadata(context).get(API_KEY_HEADER)
+        if not gw.key_ok(api_key):
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, f"missing or unknown {API_KEY_HEADER}"
+            )
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        if client is not None:
-            client.control = queue
-        sender = client or Client(client_id)
+        gw.controls[client_id] = queue
 
         async def read() -> None:
             try:
                 async for frame in requests:
-                    gw.on_control(sender, frame)
+                    gw.on_control(client_id, frame)
             except (grpc.aio.AioRpcError, asyncio.CancelledError):
                 pass
             finally:
@@ -732,16 +842,18 @@ class _Handlers:
                 yield frame
         finally:
             reader.cancel()
-            if client is not None and client.control is queue:
-                client.control = None
+            if gw.controls.get(client_id) is queue:
+                del gw.controls[client_id]
 
     async def _caller(self, context: grpc.aio.ServicerContext) -> Client:
         client_id = await _client_id(context)
+        api_key = _metadata(context).get(API_KEY_HEADER)
         client = self.gw.clients.get(client_id)
         if client is None:
             # its OpenChannel may still be on the way: know it now, attach the stream later
-            client = self.gw.unattached(client_id, _metadata(context).get(API_KEY_HEADER))
-        if not client.authorised:
+            client = self.gw.unattached(client_id, api_key)
+        # every call is judged by its own key, not by whichever call came first
+        if not self.gw.key_ok(api_key):
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED, f"missing or unknown {API_KEY_HEADER}"
             )
@@ -859,6 +971,8 @@ async def start(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
+            # a second gateway on a taken port must fail, not share it silently
+            ("grpc.so_reuseport", 0),
             # a frozen peer (SIGSTOP, a dead host) is found by keepalive pings
             ("grpc.keepalive_time_ms", 10_000),
             ("grpc.keepalive_timeout_ms", 5_000),

@@ -29,8 +29,16 @@ from labkit.distributions import BatchSampler, parse_distribution
 from labkit.live.pb import agent_worker_pb2 as pb
 from labkit.live.pb import agent_worker_pb2_grpc as pb_grpc
 from labkit.live.pb import cloudevent_pb2 as ce
-from labkit.live.worker import ACK_ATTRIBUTE, SERVICE_MS_KEY, WORKER_METADATA_KEY, WORKER_MS_KEY
+from labkit.live.worker import (
+    ACK_ATTRIBUTE,
+    ACK_TYPE_PREFIX,
+    QUEUE_FULL_ERROR,
+    SERVICE_MS_KEY,
+    WORKER_METADATA_KEY,
+    WORKER_MS_KEY,
+)
 from labkit.results import RecordLog
+from labkit.results.records import PUBLISH
 from labkit.scenario import Scenario
 from labkit.sim.workload import (
     STREAM_COIN,
@@ -41,7 +49,6 @@ from labkit.sim.workload import (
     workload_streams,
 )
 
-RPC, PUBLISH = 0, 1
 #: the gateway's error responses start with this, then "<reason>: <text>"
 _PREFIX = "labkit gateway: "
 #: the gateway's reasons, mapped to the details the results schema knows
@@ -63,6 +70,8 @@ def detail_of(error: str) -> Detail:
     """The detail an error response stands for; a worker's own error is ``worker_error``."""
     if not error:
         return Detail.OK
+    if error.startswith(QUEUE_FULL_ERROR):
+        return Detail.QUEUE_FULL
     if error.startswith(_PREFIX):
         reason = error[len(_PREFIX) :].split(":", 1)[0]
         return REASONS.get(reason, Detail.WORKER_ERROR)
@@ -130,7 +139,7 @@ class LoadGenerator:
         arrivals_done = False
         # publishes are timed by delivery confirmations: workers send one RPC per delivery to
         # this agent type (a labkit extension the AutoGen protocol itself does not have)
-        ack_type = f"labkit-acks-{self.client_id}"
+        ack_type = f"{ACK_TYPE_PREFIX}{self.client_id}"
 
         async def outgoing() -> AsyncIterator[pb.Message]:
             while True:

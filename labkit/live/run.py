@@ -65,6 +65,7 @@ class Supervisor:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: killable as a whole
+            preexec_fn=_die_with_parent,
         )
         proc = _Proc(name, popen)
         self.procs.append(proc)
@@ -93,6 +94,16 @@ class Supervisor:
         self.procs.clear()
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel SIGKILLs it if the supervisor dies, whatever
+    killed the supervisor (SIGKILL included, which no handler can catch)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _read_line(proc: _Proc, prefix: str, timeout: float) -> str:
     """The first stdout line starting with ``prefix``, within ``timeout`` seconds."""
     import selectors
@@ -109,7 +120,8 @@ def _read_line(proc: _Proc, prefix: str, timeout: float) -> str:
         if sel.select(max(0.0, end - time.monotonic())):
             chunk = os.read(stdout.fileno(), 4096)
             buffer += chunk
-            for line in buffer.decode(errors="replace").splitlines():
+            complete, _, _ = buffer.rpartition(b"\n")  # a line still arriving is not read
+            for line in complete.decode(errors="replace").splitlines():
                 if line.startswith(prefix):
                     return line
     raise LabkitError(f"{proc.name} did not start within {timeout:g} s")
@@ -143,13 +155,34 @@ def run_live(
             "live mode sends open-loop arrivals; a closed loop (workload.arrival.process: "
             "closed) is simulator-only for now"
         )
+    g = scenario.gateway
+    unsupported = [
+        ("gateway.hedging", g.hedge_after_ms is not None),
+        ("gateway.count > 1", g.count > 1),
+        ("workload.unauthorized_fraction", scenario.workload.unauthorized_fraction > 0),
+        ("state", scenario.state is not None),
+        ("cache", scenario.cache is not None),
+        ("batching", scenario.batching is not None),
+    ]
+    refused = [name for name, used in unsupported if used]
+    if refused:
+        raise LabkitError(
+            f"{', '.join(refused)}: simulator-only so far; remove it (--set KEY=null) to run live"
+        )
     if scenario.source is None:
         raise LabkitError("live mode needs a scenario file (workers and gateway read it)")
     sup = supervisor or Supervisor()
+
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         return asyncio.run(_run(scenario, sup, progress))
     finally:
         sup.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 async def _run(scenario: Scenario, sup: Supervisor, progress: Any) -> Results:
@@ -163,9 +196,13 @@ async def _run(scenario: Scenario, sup: Supervisor, progress: Any) -> Results:
     names = [worker_name(i) for i in range(w.count)]
     workers: dict[str, _Proc] = {}
 
+    api_key = next(iter(scenario.gateway.api_keys or ()), None)
+
     def start_worker(i: int) -> _Proc:
         args = ["worker", "--gateway", address, "--scenario", source, "--name", names[i]]
         args += ["--speed", repr(float(speeds[i])), "--seed", str(scenario.seed * 1000 + i)]
+        if api_key:
+            args += ["--api-key", api_key]
         proc = sup.spawn(names[i], args)
         workers[names[i]] = proc
         return proc
@@ -176,7 +213,7 @@ async def _run(scenario: Scenario, sup: Supervisor, progress: Any) -> Results:
 
     faults = plan_faults(scenario.faults, names, scenario.duration_s, streams.all[11])
     started = asyncio.Event()
-    gen = LoadGenerator(scenario, address)
+    gen = LoadGenerator(scenario, address, api_key=api_key)
     load = asyncio.create_task(gen.run(on_start=started))
     await started.wait()
     t0 = time.monotonic()
@@ -193,12 +230,16 @@ async def _run(scenario: Scenario, sup: Supervisor, progress: Any) -> Results:
     by_name = {ws.client_id: ws for ws in stats.workers}
     worker_names = result.workers
     index_of = {n: i for i, n in enumerate(worker_names)}
-    table = _worker_table(names, speeds, by_name, span, w.concurrency)
-    # records name workers by index into the load generator's list: align it with the fleet
     order = names + [n for n in worker_names if n not in names]
     remap = [order.index(n) for n in worker_names]
     log = result.log
     _remap_workers(log, remap, index_of)
+    # served counts from the records (every incarnation of a restarted worker counts)
+    served = [0] * len(order)
+    for i in log.worker:
+        if i >= 0:
+            served[i] += 1
+    table = _worker_table(names, speeds, by_name, span, w.concurrency, served)
     extra = {
         "live": {
             "gateway": address,
@@ -256,10 +297,16 @@ def _events(stats: Any, faults: list[FaultInstance], t0: float) -> pd.DataFrame:
 
 
 def _worker_table(
-    names: list[str], speeds: Any, stats: dict[str, Any], span: float, concurrency: int
+    names: list[str],
+    speeds: Any,
+    stats: dict[str, Any],
+    span: float,
+    concurrency: int,
+    served: list[int],
 ) -> pd.DataFrame:
-    """The per-worker table in the simulator's columns, from the gateway's view and each
-    worker's latest load report (a worker restarted mid-run reports since its restart)."""
+    """The per-worker table in the simulator's columns: served counts from the records, the
+    rest from the gateway's view and each worker's latest load report (busy time and queue of
+    a worker restarted mid-run count since its restart)."""
 
     def get(name: str, attr: str, default: float = 0) -> Any:
         ws = stats.get(name)
@@ -271,7 +318,7 @@ def _worker_table(
             "worker": names,
             "speed": [float(s) for s in speeds],
             "received": [int(get(n, "forwarded")) for n in names],
-            "served": [int(get(n, "served")) for n in names],
+            "served": served[: len(names)],
             "rejected": [0] * len(names),
             "expired": [0] * len(names),
             "errors": [int(get(n, "failed")) for n in names],

@@ -44,6 +44,11 @@ RECONNECT_BASE_S = 0.05
 RECONNECT_CAP_S = 2.0
 #: CloudEvent attribute naming the agent type that wants a confirmation of each delivery
 ACK_ATTRIBUTE = "labkitackto"
+#: a labkit worker's error response when its queue is full (the load generator maps it)
+QUEUE_FULL_ERROR = "labkit worker: queue_full"
+#: agent types of that kind start with this (the gateway admits their RPCs without the rate
+#: limit: they confirm work already admitted)
+ACK_TYPE_PREFIX = "labkit-acks-"
 
 
 @dataclass
@@ -52,6 +57,7 @@ class WorkerOptions:
     agent_types: tuple[str, ...] = ("agent",)
     name: str = ""
     concurrency: int = 1
+    queue_limit: int | None = None  # requests waiting beyond those in service; None: no limit
     #: milliseconds of work per request (a draw per call)
     service_ms: Callable[[], float] = field(default_factory=lambda: lambda: 10.0)
     speed: float = 1.0
@@ -185,6 +191,20 @@ class LabkitWorker:
 
     async def _serve(self, request: pb.RpcRequest, out: asyncio.Queue) -> None:
         arrived = time.monotonic()
+        limit = self.options.queue_limit
+        if (
+            limit is not None
+            and self._serving >= self.options.concurrency
+            and self._waiting >= limit
+        ):
+            # as the simulator's worker does: a full queue turns the request away at once
+            response = pb.RpcResponse(
+                request_id=request.request_id,
+                error=f"{QUEUE_FULL_ERROR}: {self._waiting} waiting (limit {limit})",
+            )
+            response.metadata[WORKER_METADATA_KEY] = self.client_id
+            out.put_nowait(pb.Message(response=response))
+            return
         served_s = await self._work()
         rt_ms = (time.monotonic() - arrived) * 1000
         self._rt_ewma_ms += 0.1 * (rt_ms - self._rt_ewma_ms)
@@ -229,8 +249,11 @@ class LabkitWorker:
         took (the work as the clock saw it, overshoot included)."""
         self._waiting += 1
         self._max_queue = max(self._max_queue, self._waiting)
-        async with self._slots:
-            self._waiting -= 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1  # served or cancelled (its session ended): no longer waiting
+        try:
             self._serving += 1
             speed = self.options.speed / self.slowdown
             started = time.monotonic()
@@ -240,6 +263,8 @@ class LabkitWorker:
                 self._serving -= 1
                 served_s = time.monotonic() - started
                 self._busy_s += served_s
+        finally:
+            self._slots.release()
         self._served += 1
         return served_s
 

@@ -14,6 +14,8 @@ import pandas as pd
 from labkit.core.outcomes import FINAL_OF_DETAIL, Detail, Final
 
 KINDS = ("rpc", "publish")
+#: the codes of KINDS, as drivers record them
+RPC, PUBLISH = 0, 1
 
 
 class RecordLog:

@@ -69,6 +69,7 @@ from labkit.results.frames import (
     faults_frame,
     health_frame,
 )
+from labkit.results.records import PUBLISH, RPC
 from labkit.results.window import fleet_metrics, window_metrics
 from labkit.scenario import Scenario
 from labkit.sim.workload import (
@@ -85,7 +86,6 @@ from labkit.sim.workload import (
     workload_streams,
 )
 
-RPC, PUBLISH = 0, 1
 OK = Detail.OK
 #: how often (simulated seconds) the number of requests in the system is sampled
 SAMPLE_INTERVAL_S = 0.02
