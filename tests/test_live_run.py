@@ -104,6 +104,7 @@ def test_a_killed_worker_loses_in_flight_requests_and_the_rest_fail_over(tmp_pat
     assert res.summary["requests"]["completed"] == res.summary["requests"]["offered"]
     counters = res.summary["live"]["gateway_counters"]
     assert counters["rpc_retries"] > 0
+    assert res.summary["resilience"]["retries"] == counters["rpc_retries"]
     after = rec[rec["arrival_s"] > 2.5]
     assert len(after) > 0 and "w-1" not in set(after["worker"])
     # the gateway noticed the closed channel at once: a registry "down" event right after 2 s
@@ -411,3 +412,20 @@ def test_sigterm_to_labkit_live_tears_every_process_down(tmp_path: Path) -> None
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_a_worker_stops_promptly_even_if_the_gateway_never_answers() -> None:
+    async def scenario() -> None:
+        # accepts TCP connections and never speaks: HTTP/2 setup never completes
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        worker = LabkitWorker(
+            WorkerOptions(gateway=f"127.0.0.1:{port}", agent_types=("echo",), name="w-bh")
+        )
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.5)
+        worker.stop()
+        await asyncio.wait_for(task, 3)
+        server.close()
+
+    asyncio.run(scenario())

@@ -43,7 +43,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from labkit.core.balancing import BalancerConfig, LocalLoad, make_balancer
-from labkit.core.gateway import GatewayConfig, GatewayPolicy, RetryPolicy, UnknownAgentType
+from labkit.core.gateway import (
+    GatewayConfig,
+    GatewayPolicy,
+    RetryPolicy,
+    UnknownAgentType,
+    resilience_counts,
+)
 from labkit.core.outcomes import Detail
 from labkit.core.registry import LoadReport, Registry, StrongView, TimeoutDetector
 from labkit.core.routing import (
@@ -56,7 +62,7 @@ from labkit.errors import NoWorkerAvailable
 from labkit.live.pb import agent_worker_pb2 as pb
 from labkit.live.pb import cloudevent_pb2 as ce
 from labkit.live.pb import labkit_pb2
-from labkit.live.worker import ACK_TYPE_PREFIX
+from labkit.live.worker import ACK_TYPE_PREFIX, SERVICE_MS_KEY, WORKER_MS_KEY
 
 log = logging.getLogger("labkit.gateway")
 
@@ -456,6 +462,9 @@ class LiveGateway:
         if not reply.error and worker.error_rate and self._fault_rng.random() < worker.error_rate:
             reply.error = _ERROR_PREFIX + "worker_error: injected fault (flaky worker)"
             reply.ClearField("payload")
+            for key in (SERVICE_MS_KEY, WORKER_MS_KEY):  # no timing: not a served request
+                if key in reply.metadata:
+                    del reply.metadata[key]
         ok = not reply.error
         if self._guarded:
             self.policy.attempt_ended(
@@ -683,6 +692,7 @@ class LiveGateway:
                 in_flight[p.worker.client_id] = in_flight.get(p.worker.client_id, 0) + 1
         counters = dict(self.counters)
         counters.update({f"errors.{k}": v for k, v in self.errors_by_reason.items()})
+        counters.update({f"resilience.{k}": v for k, v in resilience_counts([self.policy]).items()})
         workers = [
             labkit_pb2.WorkerStats(
                 client_id=c.client_id,

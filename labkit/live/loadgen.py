@@ -303,6 +303,14 @@ class LoadGenerator:
         if fanout == 0:
             record(event_id, Detail.OK, "")  # nobody subscribed: done at once, as in the sim
             return
+
+        def expire() -> None:
+            # like an RPC, a publish gets the gateway's timeout: a lost delivery (a crashed
+            # worker) ends it there, not at the end of the run
+            if event_id in pending:
+                record(event_id, Detail.DEADLINE, "")
+
+        asyncio.get_running_loop().call_later(self.sc.gateway.timeout_ms / 1000, expire)
         event = ce.CloudEvent(id=event_id, source=source, spec_version="1.0", type=topic)
         attrs = {
             "datacontenttype": "application/json",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -44,6 +45,7 @@ from labkit.sim.workload import workload_streams
 
 #: how long processes get to start and register
 STARTUP_TIMEOUT_S = 30.0
+log = logging.getLogger("labkit.live")
 
 
 @dataclass
@@ -240,14 +242,20 @@ async def _run(scenario: Scenario, sup: Supervisor, progress: Any) -> Results:
         if i >= 0:
             served[i] += 1
     table = _worker_table(names, speeds, by_name, span, w.concurrency, served)
-    extra = {
+    counters = dict(stats.counters)
+    extra: dict[str, Any] = {
+        "resilience": {
+            k.removeprefix("resilience."): int(v)
+            for k, v in counters.items()
+            if k.startswith("resilience.")
+        },
         "live": {
             "gateway": address,
             "sent": result.sent,
             "late_replies": result.late_replies,
             "schedule_lag_ms": round(result.lag_s * 1000, 3),
-            "gateway_counters": dict(stats.counters),
-        }
+            "gateway_counters": counters,
+        },
     }
     results = build_results(
         scenario,
@@ -396,8 +404,13 @@ async def _apply(
     else:  # flaky
         rate = float(p["error_rate"]) if starting else 0.0
         request = labkit_pb2.FaultRequest(client_id=name, kind="flaky", error_rate=rate)
-    with contextlib.suppress(grpc.aio.AioRpcError):
-        await admin.InjectFault(request, timeout=2.0)
+    try:
+        reply = await admin.InjectFault(request, timeout=2.0)
+    except grpc.aio.AioRpcError as exc:
+        log.warning("fault %s on %s not applied: %s", fault.kind, name, exc.code().name)
+        return
+    if not reply.applied:
+        log.warning("fault %s on %s not applied: %s", fault.kind, name, reply.error)
 
 
 async def _progress(progress: Any, duration: float, t0: float) -> None:

@@ -101,8 +101,18 @@ class LabkitWorker:
         failures = 0
         while not self._stop.is_set():
             started = time.monotonic()
+            session = asyncio.create_task(self._session())
+            stopper = asyncio.create_task(self._stop.wait())
+            # a stop must not wait for a gateway that accepts connections but never answers
+            await asyncio.wait({session, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not session.done():
+                session.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await session
+                break
             try:
-                await self._session()
+                session.result()
             except (grpc.aio.AioRpcError, ConnectionError, OSError) as exc:
                 reason = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else exc
                 log.info("gateway connection lost (%s); reconnecting", reason)
