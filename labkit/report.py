@@ -93,7 +93,7 @@ def _measured(results: Results, frame: pd.DataFrame) -> pd.DataFrame:
     return frame[(t >= scenario.warmup_s) & (t < scenario.duration_s)]
 
 
-def _wars_theory(results: Results) -> tuple[np.ndarray, np.ndarray] | None:
+def wars_theory(results: Results) -> tuple[np.ndarray, np.ndarray] | None:
     """The WARS Monte Carlo t-visibility of the run's state settings, to set the measured
     curve against; None for ``session`` (its re-reads from the primary are not in WARS)."""
     spec = getattr(results.scenario, "state", None)
@@ -132,7 +132,7 @@ def _t_visibility(results: Results) -> Figure:
 
     return plots.t_visibility(
         _measured(results, results.state_ops),
-        theory=_wars_theory(results),
+        theory=wars_theory(results),
         title=f"t-visibility ({_state_heading(results)}): P(read sees the newest commit) vs Δ",
     )
 
