@@ -1349,3 +1349,4 @@ from labkit.plots_data import (  # noqa: E402,F401
     t_visibility,
     tradeoff,
 )
+from labkit.plots_topology import topology, topology_graph  # noqa: E402,F401
