@@ -21,11 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-import numpy as np
 
 from labkit.core.outcomes import Detail
 from labkit.core.routing import SubscriptionIndex, TopicId, TypePrefixSubscription, TypeSubscription
-from labkit.distributions import BatchSampler, parse_distribution
 from labkit.live.pb import agent_worker_pb2 as pb
 from labkit.live.pb import agent_worker_pb2_grpc as pb_grpc
 from labkit.live.pb import cloudevent_pb2 as ce
@@ -41,11 +39,8 @@ from labkit.results import RecordLog
 from labkit.results.records import PUBLISH
 from labkit.scenario import Scenario
 from labkit.sim.workload import (
-    STREAM_COIN,
-    STREAM_TOPIC,
     Arrivals,
-    IntSampler,
-    key_sampler,
+    RequestMix,
     workload_streams,
 )
 
@@ -113,16 +108,11 @@ class LoadGenerator:
         if wl.arrival.process == "closed":
             raise ValueError("live mode runs open-loop arrivals; closed loops are sim-only for now")
         self.arrivals = Arrivals(wl.arrival, scenario.duration_s, streams.arrivals)
-        self.keys = key_sampler(wl.keys, streams.keys)
         self.types = list(scenario.workers.agent_types)
-        shares = wl.target_types or {t: 1.0 for t in self.types}
-        self.target = IntSampler(np.array([shares.get(t, 0.0) for t in self.types]), streams.target)
-        self.key_names = [f"k{i}" for i in range(wl.keys.count)]
+        # what each arrival is: the simulator's own draws (``RequestMix``), same seed, same order
+        self.mix = RequestMix(wl, self.types, streams)
         self.publish_fraction = wl.publish_fraction
-        self.topics = list(wl.topics)
-        uniform = parse_distribution({"dist": "uniform", "low": 0, "high": 1}, unit="")
-        self.coin = BatchSampler(uniform, streams.all[STREAM_COIN])
-        self.topic_pick = IntSampler(np.ones(max(1, len(self.topics))), streams.all[STREAM_TOPIC])
+        self.key_names = [f"k{i}" for i in range(wl.keys.count)]
 
     async def run(self, on_start: asyncio.Event | None = None) -> LoadResult:
         metadata = [("client-id", self.client_id)]
@@ -250,12 +240,10 @@ class LoadGenerator:
                 else:
                     lag = max(lag, -wait)
                 next_id += 1
-                # the simulator's draw order: key, then publish-or-not, then target type
-                key = self.keys()
-                if self.publish_fraction and self.coin() < self.publish_fraction:
+                key, type_index = self.mix.next()
+                if type_index < 0:
                     self._publish(next_id, t, key, ack_type, subscriptions, pending, out, record)
                     continue
-                type_index = self.target() if len(self.types) > 1 else 0
                 rid = str(next_id)
                 pending[rid] = _Sent(t, type_index, key)
                 request = pb.RpcRequest(
@@ -295,7 +283,7 @@ class LoadGenerator:
         record: Any,
     ) -> None:
         """A CloudEvent to a topic of the scenario, as AutoGen's publish_message sends it."""
-        topic = self.topics[self.topic_pick()]
+        topic = self.mix.topic()
         source = self.key_names[key]
         event_id = f"{self.client_id}-{n}"
         fanout = len(subscriptions.recipients(TopicId(topic, source)))

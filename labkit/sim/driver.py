@@ -74,15 +74,10 @@ from labkit.results.window import fleet_metrics, window_metrics
 from labkit.scenario import Scenario
 from labkit.sim.workload import (
     STREAM_ARRIVALS,
-    STREAM_COIN,
-    STREAM_KEYS,
     STREAM_SERVICE,
     STREAM_SPEEDS,
-    STREAM_TARGET,
-    STREAM_TOPIC,
     Arrivals,
-    IntSampler,
-    key_sampler,
+    RequestMix,
     workload_streams,
 )
 
@@ -378,17 +373,11 @@ class FleetSim:
         latency = sc.network.latency
         # a zero-mean delay of a non-negative distribution is always zero: skip the hop events
         self.net = BatchSampler(latency, rngs[4]) if latency and latency.mean > 0 else None
-        self.keys = key_sampler(wl.keys, rngs[STREAM_KEYS])
+        # what each arrival is: the same draws as the live load generator's
+        self.mix = RequestMix(wl, self.agent_types, streams)
+        self.next_request = self.mix.next
         self.key_names = [f"k{i}" for i in range(wl.keys.count)]
-        self.coin = BatchSampler(_UNIFORM, rngs[STREAM_COIN])
-        shares = wl.target_types or {t: 1.0 for t in self.agent_types}
-        self.multi_type = len(self.agent_types) > 1
-        self.target = IntSampler(
-            np.array([shares.get(t, 0.0) for t in self.agent_types]), rngs[STREAM_TARGET]
-        )
-        self.topics = list(wl.topics)
-        self.topic_pick = IntSampler(np.ones(max(1, len(self.topics))), rngs[STREAM_TOPIC])
-        self.publish_fraction = wl.publish_fraction
+        self.coin = self.mix.coin  # the unauthorised coin follows the publish coin
         self.unauthorized = wl.unauthorized_fraction
         self.think = BatchSampler(wl.arrival.think_time, rngs[9]) if wl.arrival.think_time else None
         self.arrivals = (
@@ -535,11 +524,9 @@ class FleetSim:
         self.next_id = rid + 1
         gw_index = rid % self.gw_count
         gw = self.gateways[gw_index]
-        key = self.keys()
-        is_publish = self.publish_fraction and self.coin() < self.publish_fraction
-        kind = PUBLISH if is_publish else RPC
-        agent_type = -1 if is_publish else (self.target() if self.multi_type else 0)
-        req = Request(gw_index, kind, agent_type, key, now)
+        key, agent_type = self.next_request()
+        is_publish = agent_type < 0
+        req = Request(gw_index, PUBLISH if is_publish else RPC, agent_type, key, now)
         req.client = client
         req.deadline = now + self.timeout_s
         self.outstanding += 1
@@ -578,7 +565,7 @@ class FleetSim:
         return access.latency_s
 
     def _publish(self, req: Request, gw: GatewayPolicy) -> None:
-        topic = TopicId(self.topics[self.topic_pick()], self.key_names[req.key])
+        topic = TopicId(self.mix.topic(), self.key_names[req.key])
         recipients = self.subscriptions.recipients(topic)
         req.pending = req.fanout = len(recipients)
         if not recipients:
@@ -742,7 +729,7 @@ class FleetSim:
     # -- agent state --------------------------------------------------------------------------
     def _state_key(self, req: Request) -> str:
         key = self.key_names[req.key]
-        return f"{self.agent_types[req.agent_type]}/{key}" if self.multi_type else key
+        return f"{self.agent_types[req.agent_type]}/{key}" if self.mix.multi_type else key
 
     def _state_read(self, worker: Worker, att: Attempt, now: float) -> float:
         """The agent reads its state before working (if this request does); decides whether

@@ -8,12 +8,12 @@ configurations are compared on the same traffic (common random numbers).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from labkit.distributions import BatchSampler, parse_distribution
-from labkit.scenario.schema import ArrivalConfig, KeysConfig
+from labkit.scenario.schema import ArrivalConfig, KeysConfig, WorkloadConfig
 
 
 class IntSampler:
@@ -143,3 +143,36 @@ class Streams:
 
 def workload_streams(seed: int) -> Streams:
     return Streams(seed)
+
+
+class RequestMix:
+    """What each arrival is — its agent key, RPC or publish, target type, publish topic — drawn
+    from the shared streams in one fixed order, so the simulator and the live load generator
+    turn one seed into the same traffic. ``coin`` is the uniform stream other per-request
+    coins (the simulator's unauthorised share) draw from after the publish coin."""
+
+    def __init__(self, wl: WorkloadConfig, agent_types: Sequence[str], streams: Streams) -> None:
+        self.keys = key_sampler(wl.keys, streams.keys)
+        self.coin = BatchSampler(
+            parse_distribution({"dist": "uniform", "low": 0, "high": 1}, unit=""),
+            streams.all[STREAM_COIN],
+        )
+        shares = wl.target_types or {t: 1.0 for t in agent_types}
+        self.target = IntSampler(
+            np.array([shares.get(t, 0.0) for t in agent_types]), streams.target
+        )
+        self.multi_type = len(agent_types) > 1
+        self.topics = list(wl.topics)
+        self.topic_pick = IntSampler(np.ones(max(1, len(self.topics))), streams.all[STREAM_TOPIC])
+        self.publish_fraction = wl.publish_fraction
+
+    def next(self) -> tuple[int, int]:
+        """(key index, agent type index); the type is -1 for a publish."""
+        key = self.keys()
+        if self.publish_fraction and self.coin() < self.publish_fraction:
+            return key, -1
+        return key, (self.target() if self.multi_type else 0)
+
+    def topic(self) -> str:
+        """The topic type of a publish."""
+        return self.topics[self.topic_pick()]
