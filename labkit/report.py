@@ -24,7 +24,16 @@ if TYPE_CHECKING:
 
     from labkit.results import Results
 
-__all__ = ["DATA_PLOTS", "FAILURE_PLOTS", "PLOTS", "format_summary", "write_report"]
+__all__ = [
+    "DATA_PLOTS",
+    "FAILURE_PLOTS",
+    "PLOTS",
+    "draw_plot",
+    "format_summary",
+    "plot_applies",
+    "plot_stems",
+    "write_report",
+]
 
 STATUSES = ("completed", "failed", "rejected", "timed_out")
 LATENCY_KEYS = (
@@ -256,11 +265,38 @@ def _close(fig: Figure) -> None:
     fig.clear()
 
 
+def _has_faults(results: Results) -> bool:
+    return results.faults is not None and not results.faults.empty
+
+
 def _plots_for(results: Results) -> dict[str, tuple[str, Callable[[Results], Figure]]]:
     data = {stem: plot for stem, plot in DATA_PLOTS.items() if _DATA_PLOT_WHEN[stem](results)}
-    if results.faults is not None and not results.faults.empty:
+    if _has_faults(results):
         return {**FAILURE_PLOTS, **data, **PLOTS}
     return {**data, **PLOTS}
+
+
+def plot_applies(stem: str, results: Results) -> bool:
+    """Whether the report would draw plot ``stem`` for this run (it has the data for it)."""
+    if stem in PLOTS:
+        return True
+    if stem in FAILURE_PLOTS:
+        return _has_faults(results)
+    if stem in DATA_PLOTS:
+        return _DATA_PLOT_WHEN[stem](results)
+    raise KeyError(f"unknown plot {stem!r}; known: {', '.join(plot_stems())}")
+
+
+def plot_stems() -> list[str]:
+    return [*FAILURE_PLOTS, *DATA_PLOTS, *PLOTS]
+
+
+def draw_plot(stem: str, results: Results) -> Figure:
+    """The report's plot ``stem`` for one run, so notebook panels show exactly the report's."""
+    for table in (PLOTS, FAILURE_PLOTS, DATA_PLOTS):
+        if stem in table:
+            return table[stem][1](results)
+    raise KeyError(f"unknown plot {stem!r}; known: {', '.join(plot_stems())}")
 
 
 def write_report(results: Results, out_dir: str | Path) -> dict[str, Path]:

@@ -8,9 +8,26 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import html
+
 import pytest
 
-from labkit.lab import FRESH, STALE, BalancingPanel
+from labkit.errors import ScenarioError
+from labkit.lab import (
+    FRESH,
+    INVALID,
+    STALE,
+    BalancingControls,
+    BalancingPanel,
+    BatchingControls,
+    BatchingPanel,
+    ConsistencyControls,
+    ConsistencyPanel,
+    FaultControls,
+    FaultPanel,
+    LoadControls,
+    Panel,
+)
 
 SMALL = ("duration_s=5", "warmup_s=1", "workers.count=12", "workload.arrival.rate_rps=450")
 
@@ -86,3 +103,161 @@ def test_pinning_shows_a_and_b_side_by_side(panel: BalancingPanel) -> None:
     panel.run()
     assert panel.pinned is not panel.results
     assert len(panel.output.outputs) == 2
+    # the A/B table: both runs' headline figures and the setting that differs
+    table = panel.comparison.value
+    assert "A (pinned) vs B (this run)" in table and "p99_ms" in table
+    assert "balancer.strategy=round_robin" in table
+    panel.unpin()
+    assert panel.comparison.value == ""
+
+
+def _images(panel: Panel) -> int:
+    return sum("image/png" in o["data"] for o in panel.output.outputs)
+
+
+STATE_SMALL = ("duration_s=4", "warmup_s=1", "workload.arrival.rate_rps=400")
+
+
+def test_consistency_panel_starts_from_the_scenario_and_names_impossible_quorums() -> None:
+    panel = ConsistencyPanel("state_consistency", *STATE_SMALL)
+    c: ConsistencyControls = panel.section(ConsistencyControls)
+    assert c.registry_model.value == "eventual" and c.state_model.value == "eventual"
+    assert (c.n.value, c.r.value, c.w.value) == (3, 0, 0)  # "auto"
+    assert c.quorums() == (1, 1)
+    assert "stale reads" in c.quorum_note.value
+    assert c.watch_delay.disabled and not c.ttl.disabled
+    c.state_model.value = "strong"
+    assert c.quorums() == (2, 2)  # auto is a majority for strong, as the schema resolves it
+    assert "r + w = 4 > n = 3" in html.unescape(c.quorum_note.value)
+    assert panel.configured().state.config.r == 2
+    # strong with explicit r = w = 1 is impossible: named at once, Run disabled, run() refuses
+    c.r.value = 1
+    c.w.value = 1
+    assert panel.error is not None and "r + w > n" in panel.error
+    assert INVALID in panel.status.value and panel.run_button.disabled
+    with pytest.raises(ScenarioError, match="r \\+ w > n"):
+        panel.run()
+    panel._clicked_run()  # the button shows the error instead of raising into the void
+    assert INVALID in panel.status.value
+    c.w.value = 3
+    assert panel.error is None and not panel.run_button.disabled
+    # fewer replicas: quorum choices shrink and an out-of-range choice falls back to auto
+    c.n.value = 2
+    assert [v for _, v in c.r.options] == [0, 1, 2] and c.w.value == 0
+
+
+def test_consistency_panel_runs_and_draws_the_state_plots() -> None:
+    panel = ConsistencyPanel("state_consistency", *STATE_SMALL)
+    c: ConsistencyControls = panel.section(ConsistencyControls)
+    c.registry_model.value = "watch"
+    assert not c.watch_delay.disabled and c.ttl.disabled
+    c.watch_delay.value = 40
+    sets = panel.overrides()
+    assert "registry.consistency=watch" in sets
+    assert "registry.watch_delay={dist: exponential, mean_ms: 40.0}" in sets
+    results = panel.run()
+    assert results.scenario.registry.consistency == "watch"
+    assert results.summary["state"]["reads"] > 0
+    # percentile bars, t-visibility and state latency
+    assert _images(panel) == 3
+
+
+def test_batching_panel_switches_batching_and_adaptive_mode() -> None:
+    panel = BatchingPanel("batching", "duration_s=4", "warmup_s=1")
+    b: BatchingControls = panel.section(BatchingControls)
+    assert b.enabled.value and b.max_batch.value == 8 and not b.adaptive.value
+    assert b.target.disabled
+    b.adaptive.value = True
+    assert not b.target.disabled and b.max_batch.description == "start limit"
+    b.target.value = 25
+    sc = panel.configured()
+    assert sc.batching is not None and sc.batching.adaptive is not None
+    assert sc.batching.adaptive.target_p99_s == pytest.approx(0.025)
+    results = panel.run()
+    assert results.summary["batching"]["served"]["mean_size"] >= 1
+    assert _images(panel) == 3  # percentiles, batch sizes, the adaptive limit
+    b.enabled.value = False
+    assert "batching=null" in panel.overrides() and b.max_batch.disabled
+    assert panel.configured().batching is None
+    # a scenario written with adaptive batching: unticking it removes the section's adaptive
+    adaptive = BatchingPanel("batching_adaptive", "duration_s=4", "warmup_s=1")
+    ab: BatchingControls = adaptive.section(BatchingControls)
+    assert ab.adaptive.value and ab.target.value == 30
+    ab.adaptive.value = False
+    assert "batching.adaptive=null" in adaptive.overrides()
+    assert adaptive.configured().batching.adaptive is None
+
+
+def test_fault_panel_edits_the_schedule_with_the_schemas_keys() -> None:
+    panel = FaultPanel("failure_crash", "workload.arrival.rate_rps=300", "workers.count=8")
+    f: FaultControls = panel.section(FaultControls)
+    assert len(f.rows) == 1
+    row = f.rows[0]
+    assert row.spec() == {
+        "kind": "crash",
+        "at_s": 40.0,
+        "workers": 5,
+        "restart_after_s": 20.0,
+        "connection": "reset",
+    }
+    row.kind.value = "slow"
+    assert row.params["factor"].layout.display is None
+    assert row.params["restart_after_s"].layout.display == "none"
+    assert set(row.spec()) == {"kind", "at_s", "workers", "factor", "for_s"}
+    row.kind.value = "random_crashes"
+    assert row.at_s.layout.display == "none" and "at_s" not in row.spec()
+    row.kind.value = "crash"
+    panel.run()
+    assert not panel.stale
+    added = f.add({"kind": "latency_spike", "at_s": 70, "extra_ms": 50, "for_s": 5})
+    assert panel.stale and STALE in panel.status.value
+    sc = panel.configured()
+    assert [fault.kind for fault in sc.faults] == ["crash", "latency_spike"]
+    added.at_s.value = 500  # after the end of the run: named before Run
+    assert panel.error is not None and "faults.1.at_s" in panel.error
+    f.remove(added)
+    assert panel.error is None and len(panel.configured().faults) == 1
+    f.detector.value = "phi_accrual"
+    assert panel.configured().registry.detector == "phi_accrual"
+
+
+def test_fault_panel_draws_the_recovery_timeline() -> None:
+    panel = FaultPanel(
+        "failure_crash",
+        "duration_s=30",
+        "warmup_s=5",
+        "workload.arrival.rate_rps=300",
+        "faults=[{kind: crash, at_s: 12, workers: 3, restart_after_s: 6}]",
+    )
+    results = panel.run()
+    assert results.faults is not None and len(results.faults) == 1
+    assert _images(panel) == 2  # recovery timeline, percentiles
+    # every fault removed: the timeline has nothing to show and is left out
+    f: FaultControls = panel.section(FaultControls)
+    f.remove(f.rows[0])
+    panel.run()
+    assert _images(panel) == 1
+
+
+def test_a_general_panel_has_a_group_for_each_section_the_scenario_has() -> None:
+    quick = Panel("quickstart", "duration_s=3", "warmup_s=1")
+    kinds = [type(s) for s in quick.sections]
+    assert kinds == [BalancingControls, LoadControls, ConsistencyControls]
+    assert quick.plots[0] == "latency_percentiles"
+    crash = Panel("failure_crash", quick=())
+    assert FaultControls in [type(s) for s in crash.sections]
+    batching = Panel("batching")
+    assert BatchingControls in [type(s) for s in batching.sections]
+    # the panel's overrides reproduce the scenario as written (up to float rounding)
+    for panel in (quick, crash, batching):
+        assert _rounded(panel.configured().to_dict()) == _rounded(panel.scenario.to_dict())
+
+
+def _rounded(value: object) -> object:
+    if isinstance(value, float):
+        return round(value, 9)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value

@@ -34,7 +34,7 @@ from labkit.scenario.section import Section
 _FRACTION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 
 #: keys each fault kind accepts besides ``kind`` (and ``at_s``, except for random processes)
-_FAULT_KEYS: dict[str, tuple[str, ...]] = {
+FAULT_KEYS: dict[str, tuple[str, ...]] = {
     "crash": ("workers", "restart_after_s", "connection"),
     "slow": ("workers", "factor", "for_s"),
     "flaky": ("workers", "error_rate", "for_s"),
@@ -55,7 +55,7 @@ def parse_faults(raw: Any, worker_count: int, duration_s: float, out: dict[str, 
     for i, item in enumerate(raw):
         s = Section(item, f"faults.{i}")
         kind = s.string("kind", choices=FAULT_KINDS)
-        allowed = ["kind", *_FAULT_KEYS[kind]]
+        allowed = ["kind", *FAULT_KEYS[kind]]
         at_s: float | None = None
         if kind != "random_crashes":
             allowed.append("at_s")
