@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 SCENARIO ?= scenarios/quickstart.yaml
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean browser
 
 PROTOS := $(wildcard protos/*.proto)
 
@@ -26,12 +26,24 @@ lint: $(STAMP)
 	$(BIN)/ruff check labkit tests benchmarks
 	$(BIN)/ruff format --check labkit tests benchmarks
 
+# The browser test (tests/test_browser.py) drives JupyterLab in Debian's chromium through
+# Playwright (no browser download: Playwright's own installer cannot work here). Installed
+# once, only when missing; `make run` does not need it.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+browser: $(CHROMIUM)
+
 # LABKIT_QUICK=1 makes notebooks use their documented quick size.
-test: $(STAMP) lint
+test: $(STAMP) lint $(CHROMIUM)
 	LABKIT_QUICK=1 MPLBACKEND=Agg $(BIN)/python -m pytest --nbmake --nbmake-timeout=300 tests notebooks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sim.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) out artifacts .pytest_cache .ruff_cache .hypothesis

@@ -29,6 +29,8 @@ examples:
   labkit validate scenarios/*.yaml
   labkit compare scenarios/batching.yaml --vary batching.max_batch=1,4,16 \
       --vary workload.arrival.rate_rps=1500,2000,2500,3000
+  labkit sweep scenarios/quickstart.yaml --grid balancer.strategy=round_robin,p2c,adaptive \
+      --grid workload.arrival.rate_rps=2000,3000,3400 --repeats 5
 
 --set takes dotted key paths into the scenario (values are parsed as YAML:
 --set workers.agent_types=[chat,tools] works). Unknown keys are errors.
@@ -85,6 +87,60 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     comp.add_argument("--seed", type=int, help="override the scenario's seed")
     comp.add_argument("--out", type=Path, help="output directory (default: out/<name>-compare)")
+
+    sw = sub.add_parser(
+        "sweep",
+        help="run a grid of settings x repeats on Dask: a tidy table, confidence intervals, plots",
+        description=(
+            "Run every combination of the --grid values, --repeats times each on seeds derived "
+            "from the base seed, on a local Dask cluster (one process per core) or an existing "
+            "one (--scheduler). Writes sweep.parquet (one row per run: grid values, repeat, "
+            "seed, status, error, metrics), sweep_summary.csv (mean and 95% CI per grid "
+            "point), sweep.json and report.html with p99-vs-load curves and heatmaps. A failed "
+            "run is recorded with its error and the others go on; the exit status is then 1."
+        ),
+    )
+    sw.add_argument("scenario", type=Path, help="scenario YAML file")
+    sw.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="a scenario key (dotted path) and the values to sweep (repeatable: every combination)",
+    )
+    sw.add_argument(
+        "--repeats", type=int, default=1, help="runs per grid point, each on its own seed (1)"
+    )
+    sw.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a scenario key in every run (repeatable)",
+    )
+    sw.add_argument("--seed", type=int, help="base seed (default: the scenario's seed)")
+    sw.add_argument(
+        "--independent-seeds",
+        action="store_true",
+        help="a seed per run (default: repeat r has one seed at every grid point, common "
+        "random numbers, so points are compared on the same traffic)",
+    )
+    sw.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="use the Dask cluster at ADDRESS (tcp://HOST:PORT) and leave it running",
+    )
+    sw.add_argument("--workers", type=int, help="processes of the local cluster (default: cores)")
+    sw.add_argument(
+        "--serial", action="store_true", help="run in this process, one run at a time (no Dask)"
+    )
+    sw.add_argument(
+        "--keep-records", action="store_true", help="also write every run's records to OUT/runs/"
+    )
+    sw.add_argument("--out", type=Path, help="output directory (default: out/<name>-sweep)")
+    sw.add_argument("--no-report", action="store_true", help="skip the PNG plots and report")
+    sw.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no table")
 
     gw = sub.add_parser(
         "gateway",
@@ -220,6 +276,81 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from labkit.sweep import SweepError, SweepProgress, parse_grid, plan_sweep, sweep
+    from labkit.sweep_plots import summary_table
+
+    if args.serial and args.scheduler:
+        raise SweepError("--serial runs without Dask: drop it or --scheduler")
+    grid = parse_grid(args.grid)
+    # validated in full before anything starts: a bad key or value fails here, in one line
+    plan = plan_sweep(
+        args.scenario,
+        grid,
+        repeats=args.repeats,
+        overrides=args.overrides,
+        seed=args.seed,
+        common_random_numbers=not args.independent_seeds,
+    )
+    out = args.out or Path("out") / f"{plan.scenario}-sweep"
+    print(
+        f"sweep {plan.scenario}: {len(plan.points)} grid point(s) x {plan.repeats} repeat(s) = "
+        f"{len(plan)} runs, base seed {plan.base_seed}",
+        file=sys.stderr,
+        flush=True,
+    )
+    bar = SweepProgress(f"sweep {plan.scenario}")
+
+    def progress(done: int, total: int, row: dict[str, Any]) -> None:
+        if row.get("status") == "failed":
+            shown = ", ".join(f"{k}={row[k]}" for k in plan.keys)
+            bar.note(
+                f"run failed ({shown + ', ' if shown else ''}repeat {row['repeat']}, "
+                f"seed {row['seed']}): {row['error']}"
+            )
+        if not args.quiet:
+            bar(done, total, row)
+
+    try:
+        frame = sweep(
+            args.scenario,
+            grid,
+            repeats=args.repeats,
+            overrides=args.overrides,
+            seed=args.seed,
+            common_random_numbers=not args.independent_seeds,
+            scheduler="serial" if args.serial else args.scheduler,
+            workers=args.workers,
+            keep_records=args.keep_records,
+            out=out,
+            report=not args.no_report,
+            progress=progress,
+        )
+    finally:
+        bar.close()
+    meta = frame.attrs["sweep"]
+    failed = int(meta["failed"])
+    if not args.quiet:
+        print(summary_table(frame).to_string(index=False))
+        print()
+        where = f"on {meta['scheduler']}"
+        if meta["scheduler"] == "serial":
+            where = "in this process (--serial)"
+        elif meta.get("workers"):
+            where += f" ({meta['workers']} workers)"
+        print(f"{len(frame)} runs {where} in {meta['wall_s']:.1f} s, {failed} failed")
+        print(f"wrote {out / 'sweep.parquet'}, {out / 'sweep_summary.csv'}")
+        if not args.no_report:
+            print(f"report: {out / 'report.html'}")
+    if failed:
+        print(
+            f"error: {failed} of {len(frame)} runs failed (their errors are in sweep.parquet)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def _live(args: argparse.Namespace) -> int:
     import yaml
 
@@ -347,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "compare":
             return _compare(args)
+        if args.command == "sweep":
+            return _sweep(args)
         if args.command == "calibrate":
             return _calibrate(args)
         if args.command == "live":

@@ -26,22 +26,23 @@ from labkit.sim import simulate
 MAX_RUNS = 64
 
 
-def parse_vary(items: Sequence[str]) -> dict[str, list[str]]:
+def parse_vary(items: Sequence[str], *, option: str = "--vary") -> dict[str, list[str]]:
     """``["a.b=1,2,3", "c=x,y"]`` → ``{"a.b": ["1","2","3"], "c": ["x","y"]}``.
 
     Commas inside brackets or braces belong to the value (``workers.agent_types=[a,b],[c]``).
+    ``option`` is the flag errors name (``labkit sweep`` parses its ``--grid`` here too).
     """
     out: dict[str, list[str]] = {}
     for item in items:
         key, sep, values = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ScenarioError(f"--vary needs KEY=V1,V2,..., got {item!r}")
+            raise ScenarioError(f"{option} needs KEY=V1,V2,..., got {item!r}")
         if key in out:
-            raise ScenarioError(f"--vary names {key!r} twice")
+            raise ScenarioError(f"{option} names {key!r} twice")
         parts = _split_top_level(values)
         if not parts or any(not p for p in parts):
-            raise ScenarioError(f"--vary {key}: empty value in {values!r}")
+            raise ScenarioError(f"{option} {key}: empty value in {values!r}")
         out[key] = parts
     return out
 

@@ -635,7 +635,7 @@ class Panel:
         self.runs = 0
         self.run_button = w.Button(description="Run", button_style="primary", icon="play")
         self.pin_button = w.Button(description="Pin as A", icon="thumb-tack")
-        self.status = w.HTML()
+        self.status = w.HTML(_dom_classes=["labkit-status"])
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, layout=_layout())
         self.comparison = w.HTML()
         self.output = w.Output()
@@ -703,7 +703,8 @@ class Panel:
             self.progress,
             self.status,
         ]
-        return w.VBox([w.VBox(parts), self.comparison, self.output])
+        # stable classes for tests and user CSS: the panel and its status line
+        return w.VBox([w.VBox(parts), self.comparison, self.output], _dom_classes=["labkit-panel"])
 
     def _ipython_display_(self) -> None:
         display(self.widget)
@@ -790,9 +791,11 @@ class Panel:
             change = ""
             if isinstance(va, int | float) and isinstance(vb, int | float) and va:
                 change = f"{(vb - va) / abs(va):+.0%}"
+            cells = [_cell(va), _cell(vb), change]
             rows.append(
-                f"<tr><td>{html.escape(key)}</td><td>{_cell(va)}</td><td>{_cell(vb)}</td>"
-                f"<td>{change}</td></tr>"
+                f"<tr><td{_PAD}>{html.escape(key)}</td>"
+                + "".join(f"<td{_NUM}>{c}</td>" for c in cells)
+                + "</tr>"
             )
         differs = [s for s in self.ran_with if s not in self.pinned_with]
         settings = ", ".join(html.escape(s) for s in differs) or "none (same settings)"
@@ -800,9 +803,13 @@ class Panel:
             "<b>A (pinned) vs B (this run)</b>"
             f"<div><small>B differs in: {settings}</small></div>"
             "<table style='border-collapse:collapse'>"
-            "<tr><th align='left'>figure</th><th>A</th><th>B</th><th>B vs A</th></tr>"
+            f"<tr><th{_PAD}>figure</th><th{_NUM}>A</th><th{_NUM}>B</th><th{_NUM}>B vs A</th></tr>"
             f"{''.join(rows)}</table>"
         )
+
+
+_PAD = " style='padding:1px 12px 1px 0;text-align:left'"
+_NUM = " style='padding:1px 0 1px 16px;text-align:right;font-variant-numeric:tabular-nums'"
 
 
 def _cell(value: Any) -> str:

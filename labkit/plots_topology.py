@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import matplotlib.pyplot as plt
 import networkx as nx
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -91,10 +90,10 @@ def _failed_cache_nodes(results: Any, at_s: float | None) -> set[str]:
 def topology(results: Any, at_s: float | None = None, ax: Axes | None = None) -> Figure:
     """Draw ``topology_graph``: gateways in the middle, workers around them, cache ring aside."""
     g = topology_graph(results, at_s)
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(8, 7))
-    else:
-        fig = ax.figure
+    from labkit.plots import _figure
+
+    # outside pyplot like every labkit plot: no global state, shown once in a notebook
+    fig, ax = _figure(ax, (8, 7))
     workers = [n for n, d in g.nodes(data=True) if d["kind"] == "worker"]
     shown = workers[:MAX_WORKERS]
     hidden = len(workers) - len(shown)

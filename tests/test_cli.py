@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,3 +146,64 @@ def test_live_refuses_a_closed_loop_with_a_clear_error(tmp_path: Path) -> None:
     assert out.returncode != 0
     assert out.stderr.startswith("error: ") and "open-loop" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+SWEEP_SMALL = (
+    "--set",
+    "duration_s=3",
+    "--set",
+    "warmup_s=1",
+    "--grid",
+    "balancer.strategy=round_robin,p2c",
+    "--grid",
+    "workload.arrival.rate_rps=500,1000",
+)
+
+
+@pytest.mark.timeout(180)
+def test_sweep_runs_a_grid_on_a_local_cluster(tmp_path: Path) -> None:
+    out = labkit(
+        "sweep", "scenarios/quickstart.yaml", *SWEEP_SMALL, "--repeats", "2", "--workers", "2",
+        "--out", str(tmp_path / "sw"),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "4 grid point(s) x 2 repeat(s) = 8 runs, base seed 7" in out.stderr
+    assert "8/8 runs" in out.stderr  # the progress bar
+    assert "p99 ms" in out.stdout and "8 runs on tcp://127.0.0.1:" in out.stdout
+    assert "(2 workers)" in out.stdout and "0 failed" in out.stdout
+    for name in ("sweep.parquet", "sweep_summary.csv", "sweep.json", "report.html"):
+        assert (tmp_path / "sw" / name).stat().st_size > 0
+    assert (tmp_path / "sw" / "curve_p99_ms.png").exists()
+    assert (tmp_path / "sw" / "heatmap_p99_ms.png").exists()
+
+
+def test_sweep_checks_every_value_before_running(tmp_path: Path) -> None:
+    out = labkit(
+        "sweep", "scenarios/quickstart.yaml", "--grid", "balancer.strategy=p2c,fastest",
+        "--out", str(tmp_path / "sw"),
+    )  # fmt: skip
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith(
+        "error: scenarios/quickstart.yaml:27: balancer.strategy: unknown value 'fastest'"
+    )
+    assert not (tmp_path / "sw").exists()
+    out = labkit("sweep", "scenarios/quickstart.yaml", "--grid", "seed=1,2")
+    assert out.returncode == 2 and "--repeats" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_sweep_records_a_failed_run_and_exits_1(tmp_path: Path) -> None:
+    # a file where run p001-r00 must write its records: that run fails, the others do not
+    (tmp_path / "sw" / "runs").mkdir(parents=True)
+    (tmp_path / "sw" / "runs" / "p001-r00").write_text("in the way")
+    out = labkit(
+        "sweep", "scenarios/quickstart.yaml", *SWEEP_SMALL, "--serial", "--keep-records",
+        "--no-report", "--out", str(tmp_path / "sw"),
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert "run failed (balancer.strategy=round_robin, workload.arrival.rate_rps=1000" in out.stderr
+    assert "error: 1 of 4 runs failed" in out.stderr
+    frame = pd.read_parquet(tmp_path / "sw" / "sweep.parquet")
+    assert frame["status"].tolist() == ["ok", "failed", "ok", "ok"]
+    assert "FileExistsError" in frame.loc[1, "error"]
+    assert (tmp_path / "sw" / "runs" / "p003-r00" / "records.parquet").exists()

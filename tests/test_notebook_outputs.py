@@ -28,3 +28,20 @@ def test_quickstart_notebook_renders_summary_and_plots(monkeypatch) -> None:  # 
     assert len(pngs) >= 4, "each plot cell must display a figure"
     assert tables, "the summary table must be displayed"
     assert os.environ.get("LABKIT_QUICK") == "1"
+
+
+NOTEBOOKS = sorted(NOTEBOOK.parent.glob("*.ipynb"))
+
+
+def test_no_notebook_cell_hides_its_figure() -> None:
+    """labkit's plots build figures outside pyplot (no global state), so a notebook shows one
+    only as a cell's value: a trailing ``;`` would hide it, and nbmake would not notice."""
+    hidden = []
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            lines = [line for line in cell.source.splitlines() if line.strip()]
+            if cell.cell_type == "code" and lines and lines[-1].rstrip().endswith(";"):
+                hidden.append(f"{path.name} cell {i}: {lines[-1].strip()}")
+    assert len(NOTEBOOKS) >= 5
+    assert not hidden, "\n".join(hidden)
