@@ -6,6 +6,10 @@ faults to the real processes, and returns results in the simulator's schema (rec
 series, per-worker table, summary). Every process it starts is in its own process group and is
 killed on the way out — normal end, error, or Ctrl-C — so nothing is left behind.
 
+The phases are reusable on their own: ``start_fleet`` (gateway and workers up and registered),
+``run_load`` (one load against a started fleet, results per run) and ``Supervisor.close``;
+``labkit.live.session.LiveSession`` keeps a fleet up between them for notebooks.
+
 Faults, live (each acts on the real processes or the gateway, never on the simulator's model):
 - ``crash`` (and each crash of ``random_crashes``) SIGKILLs the workers (``connection: reset``,
   the default) or SIGSTOPs them (``connection: hang``); with ``restart_after_s`` a fresh process
@@ -27,7 +31,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +51,11 @@ from labkit.sim.workload import workload_streams
 STARTUP_TIMEOUT_S = 30.0
 log = logging.getLogger("labkit.live")
 
+# The supervisor forks (and at once execs) worker processes while its gRPC channels are busy,
+# e.g. a crashed worker restarted mid-run. gRPC's fork handlers, meant for children that go on
+# using gRPC, would only print a warning; an explicit setting is respected.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 
 @dataclass
 class _Proc:
@@ -60,6 +69,7 @@ class Supervisor:
     def __init__(self) -> None:
         self.procs: list[_Proc] = []
         self.pids: list[int] = []  # every process ever started, for checks after the run
+        self.names: list[str] = []  # and its name, in the same order
 
     def spawn(self, name: str, args: list[str]) -> _Proc:
         popen = subprocess.Popen(
@@ -72,6 +82,7 @@ class Supervisor:
         proc = _Proc(name, popen)
         self.procs.append(proc)
         self.pids.append(popen.pid)
+        self.names.append(name)
         return proc
 
     def signal(self, proc: _Proc, sig: int) -> None:
@@ -129,7 +140,9 @@ def _read_line(proc: _Proc, prefix: str, timeout: float) -> str:
     raise LabkitError(f"{proc.name} did not start within {timeout:g} s")
 
 
-async def _wait_registered(address: str, count: int, timeout: float) -> None:
+async def wait_registered(address: str, count: int, timeout: float) -> None:
+    """Wait until ``count`` clients have registered agent types (the gateway's own view), so a
+    load never starts against a half-started fleet; raises after ``timeout`` seconds."""
     end = time.monotonic() + timeout
     async with grpc.aio.insecure_channel(address) as channel:
         stub = labkit_pb2_grpc.LabkitGatewayStub(channel)
@@ -141,17 +154,16 @@ async def _wait_registered(address: str, count: int, timeout: float) -> None:
     raise LabkitError(f"fewer than {count} workers registered within {timeout:g} s")
 
 
-async def _gateway_stats(address: str) -> Any:
+async def gateway_stats(address: str) -> Any:
+    """The gateway's ``Stats``: counters, every connected client, membership events."""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = labkit_pb2_grpc.LabkitGatewayStub(channel)
         return await stub.Stats(labkit_pb2.StatsRequest(), timeout=5.0)
 
 
-def run_live(
-    scenario: Scenario, progress: Any = None, supervisor: Supervisor | None = None
-) -> Results:
-    """Run ``scenario`` on real processes; always tears them down (``supervisor`` lets a
-    caller see which processes were started)."""
+def check_live(scenario: Scenario) -> None:
+    """Refuse, before any process starts, what the live driver cannot run: a closed loop, the
+    simulator-only sections, a scenario without a file (the gateway and workers read it)."""
     if scenario.workload.arrival.process == "closed":
         raise LabkitError(
             "live mode sends open-loop arrivals; a closed loop (workload.arrival.process: "
@@ -173,6 +185,14 @@ def run_live(
         )
     if scenario.source is None:
         raise LabkitError("live mode needs a scenario file (workers and gateway read it)")
+
+
+def run_live(
+    scenario: Scenario, progress: Any = None, supervisor: Supervisor | None = None
+) -> Results:
+    """Run ``scenario`` on real processes; always tears them down (``supervisor`` lets a
+    caller see which processes were started)."""
+    check_live(scenario)
     sup = supervisor or Supervisor()
 
     def interrupted(signum: int, frame: Any) -> None:
@@ -188,38 +208,85 @@ def run_live(
 
 
 async def _run(scenario: Scenario, sup: Supervisor, progress: Any) -> Results:
-    source = str(Path(scenario.source).resolve())  # type: ignore[arg-type]
-    gateway = sup.spawn("gateway", ["gateway", "--scenario", source, "--port", "0"])
-    line = _read_line(gateway, "labkit gateway listening on ", STARTUP_TIMEOUT_S)
-    address = line.split(" on ", 1)[1].split(" ")[0]
-    streams = workload_streams(scenario.seed)
-    w = scenario.workers
-    speeds = w.speed.sample(streams.speeds, w.count)
-    names = [worker_name(i) for i in range(w.count)]
-    workers: dict[str, _Proc] = {}
+    fleet = await start_fleet(scenario, sup)
+    return await run_load(fleet, scenario, progress)
 
-    api_key = next(iter(scenario.gateway.api_keys or ()), None)
 
-    def start_worker(i: int) -> _Proc:
-        args = ["worker", "--gateway", address, "--scenario", source, "--name", names[i]]
-        args += ["--speed", repr(float(speeds[i])), "--seed", str(scenario.seed * 1000 + i)]
-        if api_key:
-            args += ["--api-key", api_key]
-        proc = sup.spawn(names[i], args)
-        workers[names[i]] = proc
+@dataclass
+class Fleet:
+    """A started gateway and its ``workers.count`` labkit workers: what one ``run_live`` uses
+    once and a :class:`labkit.live.session.LiveSession` keeps up for several loads."""
+
+    scenario: Scenario
+    sup: Supervisor
+    gateway: _Proc
+    address: str
+    names: list[str]
+    speeds: Any  # each worker's speed, drawn from the scenario's seed as the simulator does
+    api_key: str | None
+    workers: dict[str, _Proc] = field(default_factory=dict)
+    #: workers (re)started since the current load began: their gateway counters start at 0
+    restarted: set[str] = field(default_factory=set)
+
+    def start_worker(self, i: int) -> _Proc:
+        """Start worker ``i`` (again, after a crash): same name, speed and seed."""
+        source = str(Path(self.scenario.source).resolve())  # type: ignore[arg-type]
+        name, seed = self.names[i], self.scenario.seed * 1000 + i
+        args = ["worker", "--gateway", self.address, "--scenario", source, "--name", name]
+        args += ["--speed", repr(float(self.speeds[i])), "--seed", str(seed)]
+        if self.api_key:
+            args += ["--api-key", self.api_key]
+        proc = self.sup.spawn(name, args)
+        self.workers[name] = proc
+        self.restarted.add(name)
         return proc
 
-    for i in range(w.count):
-        start_worker(i)
-    await _wait_registered(address, w.count, STARTUP_TIMEOUT_S)
 
+async def start_fleet(
+    scenario: Scenario, sup: Supervisor, timeout: float = STARTUP_TIMEOUT_S
+) -> Fleet:
+    """Start the gateway (on a free port of 127.0.0.1) and the workers, and wait until every
+    worker has registered; the processes belong to ``sup``, which the caller must close."""
+    source = str(Path(scenario.source).resolve())  # type: ignore[arg-type]
+    gateway = sup.spawn("gateway", ["gateway", "--scenario", source, "--port", "0"])
+    line = _read_line(gateway, "labkit gateway listening on ", timeout)
+    address = line.split(" on ", 1)[1].split(" ")[0]
+    w = scenario.workers
+    speeds = w.speed.sample(workload_streams(scenario.seed).speeds, w.count)
+    fleet = Fleet(
+        scenario=scenario,
+        sup=sup,
+        gateway=gateway,
+        address=address,
+        names=[worker_name(i) for i in range(w.count)],
+        speeds=speeds,
+        api_key=next(iter(scenario.gateway.api_keys or ()), None),
+    )
+    for i in range(w.count):
+        fleet.start_worker(i)
+    await wait_registered(address, w.count, timeout)
+    return fleet
+
+
+async def run_load(fleet: Fleet, scenario: Scenario, progress: Any = None) -> Results:
+    """Send ``scenario``'s arrivals through ``fleet``, apply its faults, and build results in
+    the simulator's schema. The gateway's counters and the workers' load reports are taken as
+    differences from just before the load, so a fleet kept up between runs reports each run
+    on its own (a worker restarted during the run counts from its restart)."""
+    names, speeds = fleet.names, fleet.speeds
+    w = scenario.workers
+    streams = workload_streams(scenario.seed)
     faults = plan_faults(scenario.faults, names, scenario.duration_s, streams.all[11])
+    before = await gateway_stats(fleet.address)
+    fleet.restarted.clear()
     started = asyncio.Event()
-    gen = LoadGenerator(scenario, address, api_key=api_key)
+    gen = LoadGenerator(scenario, fleet.address, api_key=fleet.api_key)
     load = asyncio.create_task(gen.run(on_start=started))
     await started.wait()
     t0 = time.monotonic()
-    injector = asyncio.create_task(_inject(faults, workers, sup, address, t0, start_worker))
+    injector = asyncio.create_task(
+        _inject(faults, fleet.workers, fleet.sup, fleet.address, t0, fleet.start_worker)
+    )
     ticker = asyncio.create_task(_progress(progress, scenario.duration_s, t0))
     try:
         result = await load
@@ -228,8 +295,9 @@ async def _run(scenario: Scenario, sup: Supervisor, progress: Any) -> Results:
         ticker.cancel()
     span = max(time.monotonic() - t0, scenario.duration_s)
     await asyncio.sleep(0.7)  # one more load report from every worker (every 0.5 s)
-    stats = await _gateway_stats(address)
-    by_name = {ws.client_id: ws for ws in stats.workers}
+    stats = await gateway_stats(fleet.address)
+    base = {ws.client_id: ws for ws in before.workers if ws.client_id not in fleet.restarted}
+    by_name = {ws.client_id: _since(ws, base.get(ws.client_id)) for ws in stats.workers}
     worker_names = result.workers
     index_of = {n: i for i, n in enumerate(worker_names)}
     order = names + [n for n in worker_names if n not in names]
@@ -242,7 +310,7 @@ async def _run(scenario: Scenario, sup: Supervisor, progress: Any) -> Results:
         if i >= 0:
             served[i] += 1
     table = _worker_table(names, speeds, by_name, span, w.concurrency, served)
-    counters = dict(stats.counters)
+    counters = {k: int(v) - int(before.counters.get(k, 0)) for k, v in stats.counters.items()}
     extra: dict[str, Any] = {
         "resilience": {
             k.removeprefix("resilience."): int(v)
@@ -250,7 +318,7 @@ async def _run(scenario: Scenario, sup: Supervisor, progress: Any) -> Results:
             if k.startswith("resilience.")
         },
         "live": {
-            "gateway": address,
+            "gateway": fleet.address,
             "sent": result.sent,
             "late_replies": result.late_replies,
             "schedule_lag_ms": round(result.lag_s * 1000, 3),
@@ -272,6 +340,20 @@ async def _run(scenario: Scenario, sup: Supervisor, progress: Any) -> Results:
         result.timing, columns=["arrival_s", "latency_ms", "worker_ms", "service_ms", "worker"]
     )
     return results
+
+
+def _since(now: Any, before: Any | None) -> Any:
+    """A worker's gateway stats for this run only: its counters and busy time minus what they
+    were before it (``before`` None: it connected during the run, everything counts). The
+    longest queue and the response-time average are the worker's own, not per run."""
+    if before is None:
+        return now
+    out = labkit_pb2.WorkerStats()
+    out.CopyFrom(now)
+    for attr in ("completed", "failed", "forwarded", "served"):
+        setattr(out, attr, max(0, getattr(now, attr) - getattr(before, attr)))
+    out.busy_s = max(0.0, now.busy_s - before.busy_s)
+    return out
 
 
 def _events(stats: Any, faults: list[FaultInstance], t0: float) -> pd.DataFrame:
