@@ -4,8 +4,9 @@ JupyterLab runs headless on loopback (a free port, a random token, its config, d
 settings and workspace dirs in a temp dir, the kernel pinned to this venv's python) on a temp
 copy of ``notebooks/02_load_balancing.ipynb``; Debian's chromium, driven by Playwright (no
 browser download), opens it, runs all cells, and checks the panel's widgets and plots rendered.
-Then it moves the ``workers`` slider with the keyboard, checks the plots are marked out of date,
-presses the panel's Run button and checks the status is up to date again and the plot changed.
+Then it moves the ``connections`` weight slider with the keyboard, checks the plots are marked
+out of date, presses the panel's Run button and checks the status is up to date again and the
+plot changed.
 
 Screenshots, the server log and the browser console go to ``artifacts/browser/`` (the root is
 ``$LABKIT_ARTIFACTS`` when set). ``make test`` installs chromium; without chromium or
@@ -418,15 +419,20 @@ def _drive(page: Page, expect: Any, server: LabServer, out: Path) -> None:
     _shot(page, panel, out, "01-all-cells-ran")
     steps.done("panel checked")
 
-    # move the workers slider one step with the keyboard on its handle
-    workers = panel.locator(".widget-slider").filter(
-        has=page.locator(".widget-label", has_text=re.compile(r"^workers$"))
+    # move a weight slider one step with the keyboard on its handle: the notebook ends on the
+    # adaptive strategy weighted by response time alone, so "connections" is enabled and at 0
+    weight = panel.locator(".widget-slider").filter(
+        has=page.locator(".widget-label", has_text=re.compile(r"^connections$"))
     )
-    readout = workers.locator(".widget-readout")
-    old = int(readout.inner_text().strip())
-    workers.locator(".noUi-handle").focus()
-    page.keyboard.press("ArrowLeft")
-    expect(readout).to_have_text(str(old - 1))
+    readout = weight.locator(".widget-readout")
+    old = float(readout.inner_text().strip())
+    weight.locator(".noUi-handle").focus()
+    page.keyboard.press("ArrowRight")
+    expect(readout).to_have_text(f"{old + 0.05:.2f}")
+    # the weights are shown as the balancer will use them: normalised to sum 1
+    expect(panel.locator(".widget-html", has_text="weights used (sum 1)")).to_contain_text(
+        "connections 0.05"
+    )
     # stale results are marked until the next run
     expect(panel.locator(".widget-html", has_text="out of date")).to_be_visible()
     assert plots.first.get_attribute("src") == before, "no run yet: the plots show the last one"
