@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 SCENARIO ?= scenarios/quickstart.yaml
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-scale clean
 
 PROTOS := $(wildcard protos/*.proto)
 
@@ -32,6 +32,9 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sim.py
+
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/bench_scale.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache .hypothesis
