@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 SCENARIO ?= scenarios/quickstart.yaml
 
-.PHONY: run test lint bench clean browser
+.PHONY: run test lint bench bench-scale clean browser
 
 PROTOS := $(wildcard protos/*.proto)
 
@@ -42,8 +42,17 @@ browser: $(CHROMIUM)
 test: $(STAMP) lint $(CHROMIUM)
 	LABKIT_QUICK=1 MPLBACKEND=Agg $(BIN)/python -m pytest --nbmake --nbmake-timeout=300 tests notebooks
 
-bench: $(STAMP)
+# benchmark-only dependencies (Ciw), on top of the test install
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_sim.py
+
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/bench_scale.py
 
 clean:
 	rm -rf $(VENV) out artifacts .pytest_cache .ruff_cache .hypothesis

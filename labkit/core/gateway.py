@@ -212,8 +212,8 @@ class GatewayPolicy:
         authority = self._authority
         if (
             authority is not None
+            and authority.version != seen.version  # the cheap test first: usually equal
             and worker in seen.healthy_set
-            and authority.version != seen.version
             and not authority.routable(worker)
         ):
             self.misroutes += 1

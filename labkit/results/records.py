@@ -67,7 +67,9 @@ class RecordLog:
         detail = np.frombuffer(self.detail, dtype=np.int8)[order]
         final = np.asarray(FINAL_OF_DETAIL, dtype=np.int8)[detail]
         worker = np.frombuffer(self.worker, dtype=np.int64)[order] if len(self) else np.zeros(0)
-        worker_names = np.asarray([*workers, ""], dtype=object)
+        # -1 (no worker) is the last category, ""; codes, not names: a million strings to
+        # look up again would cost more than the rest of the frame
+        worker_codes = np.where(worker < 0, len(workers), worker).astype(np.int64)
         arr = arrival[order]
         end = np.frombuffer(self.end, dtype=np.float64)[order]
         return pd.DataFrame(
@@ -81,9 +83,7 @@ class RecordLog:
                     np.frombuffer(self.agent_type, dtype=np.int16)[order], categories=agent_types
                 ),
                 "key": np.frombuffer(self.key, dtype=np.int64)[order],
-                "worker": pd.Categorical(
-                    worker_names[worker.astype(np.int64)], categories=[*workers, ""]
-                ),
+                "worker": pd.Categorical.from_codes(worker_codes, categories=[*workers, ""]),
                 "arrival_s": arr,
                 "end_s": end,
                 "latency_ms": (end - arr) * 1000.0,

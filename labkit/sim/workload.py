@@ -53,6 +53,10 @@ def key_sampler(cfg: KeysConfig, rng: np.random.Generator) -> IntSampler:
     return IntSampler(zipf_probabilities(cfg.count, cfg.zipf_s), rng)
 
 
+#: arrival times drawn per refill (the gap sampler's batch, so both ways draw the same numbers)
+BLOCK = 8192
+
+
 class Arrivals:
     """Next arrival time of an open-loop process; ``None`` once past ``end_s``.
 
@@ -64,9 +68,9 @@ class Arrivals:
         self.cfg = cfg
         self.end_s = end_s
         peak = cfg.peak_rps
-        self._gap = BatchSampler(
-            parse_distribution({"dist": "exponential", "mean": 1.0 / peak}, unit=""), rng
-        )
+        self._rng = rng
+        self._gap_dist = parse_distribution({"dist": "exponential", "mean": 1.0 / peak}, unit="")
+        self._gap = BatchSampler(self._gap_dist, rng, BLOCK)
         self._accept = BatchSampler(
             parse_distribution({"dist": "uniform", "low": 0, "high": 1}, unit=""), rng
         )
@@ -101,6 +105,30 @@ class Arrivals:
             return rates[int(np.searchsorted(times, t, side="right")) - 1]
 
         return rate
+
+    def block(self) -> list[float]:
+        """The next arrival times, up to ``BLOCK`` of them; empty once past ``end_s``.
+
+        The same times as calling ``next`` until it returns None, for a driver that wants no
+        Python call per arrival (use one or the other on an instance, not both). A homogeneous
+        Poisson process is summed in numpy: ``cumsum`` adds in order, so the times are the
+        same floats as the one-at-a-time sum.
+        """
+        if self._rate is not None:
+            out: list[float] = []
+            while len(out) < BLOCK:
+                t = self.next()
+                if t is None:
+                    break
+                out.append(t)
+            return out
+        if self._t >= self.end_s:
+            return []
+        # the draws the gap sampler would make, one refill's worth
+        gaps = self._gap_dist.sample(self._rng, BLOCK)
+        times = np.cumsum(np.concatenate(([self._t], gaps)))[1:]
+        self._t = float(times[-1])
+        return times[: int(np.searchsorted(times, self.end_s))].tolist()
 
     def next(self) -> float | None:
         rate = self._rate
