@@ -1350,3 +1350,4 @@ from labkit.plots_data import (  # noqa: E402,F401
     tradeoff,
 )
 from labkit.plots_topology import topology, topology_graph  # noqa: E402,F401
+from labkit.plots_utilization import utilization_grid, utilization_heatmap  # noqa: E402,F401

@@ -63,6 +63,7 @@ PLOTS: dict[str, tuple[str, Callable[[Results], Figure]]] = {
     "percentiles_over_time": ("Latency and throughput over time", _plot("percentiles_over_time")),
     "outcomes_over_time": ("Outcomes over time", _plot("outcomes_over_time")),
     "worker_load": ("Worker load", _plot("worker_load")),
+    "utilization_heatmap": ("Worker utilization over time", _plot("utilization_heatmap")),
 }
 
 

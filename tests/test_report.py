@@ -24,6 +24,7 @@ PNGS = (
     "latency_cdf",
     "percentiles_over_time",
     "worker_load",
+    "utilization_heatmap",
     "outcomes_over_time",
 )
 NAME = "<b>A/B</b> & co"

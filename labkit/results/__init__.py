@@ -67,6 +67,8 @@ class Results:
     batching: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: live runs: per completed request, latency and the worker's own timing (for calibration)
     timing: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: per worker per heartbeat: the load report (utilization over the interval, active requests)
+    load_reports: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def latency_ms(self) -> dict[str, float | None]:
@@ -121,6 +123,9 @@ class Results:
         if not self.health.empty and not self.faults.empty:
             paths["health"] = out / "health.parquet"
             self.health.to_parquet(paths["health"], index=False)
+        if not self.load_reports.empty:
+            paths["load_reports"] = out / "load_reports.parquet"
+            self.load_reports.to_parquet(paths["load_reports"], index=False)
         if not self.state_ops.empty:
             paths["state_ops"] = out / "state_ops.parquet"
             self.state_ops.to_parquet(paths["state_ops"], index=False)

@@ -87,3 +87,25 @@ def health_frame(
             ),
         }
     )
+
+
+def load_reports_frame(
+    times: Sequence[float],
+    worker_codes: Sequence[int],
+    utilization: Sequence[float],
+    active: Sequence[int],
+    workers: Sequence[str],
+) -> pd.DataFrame:
+    """One row per load report a worker's heartbeat carried: what the registry (and every
+    load-aware balancer) was told — utilization over the last interval and requests active.
+    A worker that is down or cut off sends none, so its rows stop."""
+    return pd.DataFrame(
+        {
+            "t_s": np.asarray(times, dtype=float),
+            "worker": pd.Categorical.from_codes(
+                np.asarray(worker_codes, dtype=np.int64), categories=list(workers)
+            ),
+            "utilization": np.asarray(utilization, dtype=float),
+            "active": np.asarray(active, dtype=np.int64),
+        }
+    )

@@ -69,6 +69,7 @@ from labkit.results.frames import (
     events_frame,
     faults_frame,
     health_frame,
+    load_reports_frame,
 )
 from labkit.results.records import PUBLISH, RPC
 from labkit.results.window import fleet_metrics, window_metrics
@@ -441,6 +442,12 @@ class FleetSim:
         self.late_replies = 0
         self.samples_t: list[float] = []
         self.samples_n: list[int] = []
+        # each heartbeat's load report, for the utilization heatmap (per heartbeat, not per
+        # request: a few appends per worker per interval)
+        self.report_t: list[float] = []
+        self.report_w: list[int] = []
+        self.report_cpu: list[float] = []
+        self.report_active: list[int] = []
         self.drained = False
 
     def _setup_data(self, rngs: list[np.random.Generator], py_seed: list[int]) -> None:
@@ -1276,6 +1283,8 @@ class FleetSim:
         env = self.env
         registry = self.registry
         mine = self.workers[bucket::buckets]
+        report_t, report_w = self.report_t, self.report_w
+        report_cpu, report_active = self.report_cpu, self.report_active
         yield env.timeout(interval * bucket / buckets)
         while True:
             now = env._now
@@ -1298,6 +1307,10 @@ class FleetSim:
                 wk.queue_sum += _queued(wk)
                 wk.queue_samples += 1
                 registry.heartbeat(wk.name, now, report)
+                report_t.append(now)
+                report_w.append(wk.index)
+                report_cpu.append(report.cpu)
+                report_active.append(report.active)
             yield env.timeout(interval)
 
     def _detector(self):  # type: ignore[no-untyped-def]
@@ -1453,7 +1466,7 @@ class FleetSim:
         )
         extra.update(data.summary)
         names = [w.name for w in self.workers]
-        return build_results(
+        results = build_results(
             sc,
             self.log,
             driver="sim",
@@ -1468,6 +1481,10 @@ class FleetSim:
             alerts=self.alerts,
             data=data,
         )
+        results.load_reports = load_reports_frame(
+            self.report_t, self.report_w, self.report_cpu, self.report_active, names
+        )
+        return results
 
     def _registry_summary(self) -> dict[str, Any]:
         """How stale the gateways' views were and what it cost (misroutes)."""
