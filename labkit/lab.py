@@ -24,6 +24,7 @@ from __future__ import annotations
 import html
 import io
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -142,6 +143,8 @@ class BalancingControls(Controls):
             for name in DEFAULT_WEIGHTS
         }
         self.weights_used = w.HTML()
+        #: the sliders as the scenario set them: left there, the scenario's weights stand
+        self._start_weights = {name: s.value for name, s in self.weights.items()}
 
     def inputs(self) -> list[w.ValueWidget]:
         return [self.strategy, *self.weights.values()]
@@ -156,8 +159,14 @@ class BalancingControls(Controls):
         return normalise_weights(raw)
 
     def overrides(self) -> list[str]:
-        weights = {k: float(_number(v)) for k, v in self.normalised_weights().items()}
-        return [f"balancer.strategy={self.strategy.value}", f"balancer.weights={_flow(weights)}"]
+        sets = [f"balancer.strategy={self.strategy.value}"]
+        # only once a slider moved: written back, the scenario's weights would be normalised
+        # again by the loader and drift in the last bits (an unwritten default, 0.3, becomes
+        # 0.30000000000000004), and the panel's run would not be ``labkit run``'s
+        if {name: s.value for name, s in self.weights.items()} != self._start_weights:
+            weights = {k: float(_number(v)) for k, v in self.normalised_weights().items()}
+            sets.append(f"balancer.weights={_flow(weights)}")
+        return sets
 
     def refresh(self) -> None:
         used = self.normalised_weights()
@@ -239,8 +248,10 @@ class ConsistencyControls(Controls):
             continuous_update=False,
             readout_format=".0f",
         )
-        watch = (scenario.resolved.get("registry") or {}).get("watch_delay") or {}
-        watch_ms = float(watch.get("mean_ms", watch.get("value_ms", 20.0)))
+        # the slider is the delay's mean; the scenario's own distribution (constant, lognormal,
+        # ...) stands until the slider moves, then it is exponential with the slider's mean
+        watch = registry.watch_delay
+        watch_ms = float(watch.mean) if watch is not None else 20.0
         self.watch_delay = w.FloatSlider(
             value=watch_ms,
             min=0.0,
@@ -252,7 +263,7 @@ class ConsistencyControls(Controls):
             continuous_update=False,
             readout_format=".0f",
         )
-        self.watch_was_set = bool(watch)
+        self._watch_start = self.watch_delay.value
         self.has_state = scenario.state is not None
         state = scenario.state.config if scenario.state is not None else None
         self.state_model = w.Dropdown(
@@ -320,7 +331,7 @@ class ConsistencyControls(Controls):
     def overrides(self) -> list[str]:
         model = self.registry_model.value
         sets = [f"registry.consistency={model}", f"registry.cache_ttl_ms={_number(self.ttl.value)}"]
-        if model == "watch" or self.watch_was_set:
+        if self.watch_delay.value != self._watch_start:
             delay = {"dist": "exponential", "mean_ms": float(_number(self.watch_delay.value))}
             if delay["mean_ms"] <= 0:
                 delay = {"dist": "constant", "value_ms": 0.0}
@@ -443,6 +454,9 @@ class BatchingControls(Controls):
         self.max_batch.description = "start limit" if self.adaptive.value else "max batch"
 
 
+#: fault keys the schema lets a fault leave out (a crash never restarted, a fault that lasts
+#: to the end of the run): their field shows 0 for "left out", as the schema takes only > 0
+_FAULT_OPTIONAL = ("restart_after_s", "for_s")
 #: a starting value for each fault key when a row switches to a kind that takes it
 _FAULT_DEFAULTS: dict[str, Any] = {
     "restart_after_s": 20.0,
@@ -456,8 +470,32 @@ _FAULT_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _selector_text(workers: Any) -> str:
+    """A fault's ``workers`` as the row's text field shows it: ``5``, ``25%``, ``all``, or
+    ``w-3, w-7``."""
+    if isinstance(workers, list | tuple):
+        return ", ".join(str(name) for name in workers)
+    return str(workers)
+
+
+def _selector_value(text: str) -> Any:
+    """The text field back as the scenario writes ``workers``: a count, a percentage, ``all``
+    or a list of names (anything else goes to the loader as names, which names the error)."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    if text == "all" or text.endswith("%"):
+        return text
+    return [name for name in re.split(r"[\s,]+", text.strip("[]")) if name]
+
+
 class FaultRow:
-    """One fault of the schedule: its kind decides which fields show (the schema's keys)."""
+    """One fault of the schedule: its kind decides which fields show (the schema's keys).
+
+    ``workers`` is a text field taking every selector the schema does (a count ``5``, a share
+    ``25%``, ``all``, names ``w-3, w-7``), so a scenario's fault is shown as written. For the
+    keys a fault may leave out (``restart_after_s``, ``for_s``) 0 means "left out".
+    """
 
     def __init__(self, fault: dict[str, Any], worker_count: int, duration_s: float) -> None:
         fault = dict(fault)
@@ -479,11 +517,10 @@ class FaultRow:
             style=style,
             layout=short(),
         )
-        workers = fault.get("workers", max(1, worker_count // 4))
-        self.workers = w.BoundedIntText(
-            value=workers if isinstance(workers, int) else max(1, worker_count // 4),
-            min=1,
-            max=max(1, worker_count * 2),
+        self.workers = w.Text(
+            value=_selector_text(fault.get("workers", max(1, worker_count // 4))),
+            placeholder="5, 25%, all or w-1, w-3",
+            continuous_update=False,  # validated on Enter or leaving the field, not per key
             description="workers",
             style=style,
             layout=short(),
@@ -491,6 +528,8 @@ class FaultRow:
         self.params: dict[str, w.ValueWidget] = {}
         for key, default in _FAULT_DEFAULTS.items():
             value = fault.get(key, default)
+            if value is None:  # left out in the scenario (never restarted, to the end)
+                value = 0.0
             if key == "connection":
                 self.params[key] = w.Dropdown(
                     options=list(CONNECTION_MODES),
@@ -532,10 +571,12 @@ class FaultRow:
         if kind != "random_crashes":
             out["at_s"] = float(_number(self.at_s.value))
         if "workers" in keys:
-            out["workers"] = int(self.workers.value)
+            out["workers"] = _selector_value(self.workers.value)
         for key in keys:
             if key in self.params:
                 value = self.params[key].value
+                if key in _FAULT_OPTIONAL and value == 0:
+                    continue
                 out[key] = value if isinstance(value, str) else float(_number(value))
         return out
 
@@ -797,8 +838,8 @@ class Panel:
                 + "".join(f"<td{_NUM}>{c}</td>" for c in cells)
                 + "</tr>"
             )
-        differs = [s for s in self.ran_with if s not in self.pinned_with]
-        settings = ", ".join(html.escape(s) for s in differs) or "none (same settings)"
+        settings = ", ".join(html.escape(s) for s in _differing(self.pinned_with, self.ran_with))
+        settings = settings or "none (same settings)"
         return (
             "<b>A (pinned) vs B (this run)</b>"
             f"<div><small>B differs in: {settings}</small></div>"
@@ -810,6 +851,20 @@ class Panel:
 
 _PAD = " style='padding:1px 12px 1px 0;text-align:left'"
 _NUM = " style='padding:1px 0 1px 16px;text-align:right;font-variant-numeric:tabular-nums'"
+
+
+def _differing(a: Sequence[str], b: Sequence[str]) -> list[str]:
+    """B's overrides that A did not have, and the keys A set that B leaves as the scenario has
+    them (a group turned off, a slider moved back): a panel writes only what it changes."""
+    a_sets = dict(o.split("=", 1) for o in a)
+    b_sets = dict(o.split("=", 1) for o in b)
+    out = []
+    for key in dict.fromkeys([*b_sets, *a_sets]):
+        if key not in b_sets:
+            out.append(f"{key} as in the scenario (A: {a_sets[key]})")
+        elif a_sets.get(key) != b_sets[key]:
+            out.append(f"{key}={b_sets[key]}")
+    return out
 
 
 def _cell(value: Any) -> str:

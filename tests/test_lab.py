@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import html
+from pathlib import Path
 
 import pytest
 
@@ -69,7 +70,10 @@ def test_overrides_are_what_labkit_run_would_take(panel: BalancingPanel) -> None
     assert "balancer.strategy=adaptive" in sets
     assert "workers.count=8" in sets
     assert "workload.arrival.rate_rps=300" in sets
-    assert any(s.startswith("balancer.weights={") for s in sets)
+    # weights only once a slider moved (written back, the loader would renormalise them)
+    assert not any(s.startswith("balancer.weights=") for s in sets)
+    panel.weights["errors"].value = 0.5
+    assert any(s.startswith("balancer.weights={") for s in panel.overrides())
 
 
 def test_a_change_after_a_run_marks_the_plots_out_of_date(panel: BalancingPanel) -> None:
@@ -261,3 +265,62 @@ def _rounded(value: object) -> object:
     if isinstance(value, list | tuple):
         return [_rounded(v) for v in value]
     return value
+
+
+SCENARIOS = sorted(p.stem for p in (Path(__file__).parents[1] / "scenarios").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_every_shipped_scenario_is_reproduced_by_its_panel_untouched(name: str) -> None:
+    """Widgets left alone give back the scenario exactly: the same resolved settings (so the
+    same run as ``labkit run``), not a valid neighbour of it."""
+    panel = Panel(name, quick=())
+    assert panel.error is None
+    assert panel.configured().resolved == panel.scenario.resolved
+
+
+def test_fault_rows_keep_every_worker_selector_and_left_out_keys() -> None:
+    panel = FaultPanel("detector_comparison")
+    row = panel.section(FaultControls).rows[0]
+    # names as written, and a crash without restart stays one (0 = left out)
+    assert row.workers.value == "w-1, w-5, w-9"
+    assert row.params["restart_after_s"].value == 0
+    assert row.spec() == {
+        "kind": "crash",
+        "at_s": 30.0,
+        "workers": ["w-1", "w-5", "w-9"],
+        "connection": "hang",
+    }
+    for text, written in (("all", "all"), ("25%", "25%"), ("3", 3), ("[w-2]", ["w-2"])):
+        row.workers.value = text
+        assert row.spec()["workers"] == written and panel.error is None
+    row.workers.value = "w-99"
+    assert panel.error is not None and "faults.0.workers.0" in panel.error
+    row.workers.value = "all"
+    row.kind.value = "slow"
+    row.params["for_s"].value = 0  # to the end of the run
+    assert "for_s" not in row.spec() and panel.configured().faults[0].for_s is None
+
+
+def test_the_watch_delay_keeps_its_distribution_until_the_slider_moves() -> None:
+    panel = Panel("quickstart", "registry.watch_delay={dist: constant, value_ms: 10}")
+    c: ConsistencyControls = panel.section(ConsistencyControls)
+    assert c.watch_delay.value == 10
+    assert not any(s.startswith("registry.watch_delay") for s in panel.overrides())
+    assert panel.configured().registry.watch_delay == panel.scenario.registry.watch_delay
+    c.watch_delay.value = 40
+    assert "registry.watch_delay={dist: exponential, mean_ms: 40.0}" in panel.overrides()
+
+
+def test_the_ab_table_names_settings_a_had_and_b_left_to_the_scenario() -> None:
+    small = ("duration_s=1", "warmup_s=0.2", "workers.count=4", "workload.arrival.rate_rps=100")
+    panel = Panel("quickstart", *small, controls=(BatchingControls,), plots=())
+    b: BatchingControls = panel.section(BatchingControls)
+    b.enabled.value = True  # the scenario has no batching: A turns it on
+    panel.run()
+    panel.pin()
+    b.enabled.value = False  # B turns it off again: no override at all
+    panel.run()
+    table = html.unescape(panel.comparison.value)
+    assert "same settings" not in table
+    assert "batching.max_batch as in the scenario (A: 8)" in table

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from labkit.errors import LabkitError
-from labkit.live.session import LiveSession, _same, host_load, pid_alive
+from labkit.live.session import LiveSession, _Runtime, _same, host_load, pid_alive
 from labkit.scenario import load_scenario
 from labkit.sim import simulate
 
@@ -249,3 +249,18 @@ def test_a_close_cut_short_is_completed_by_the_next(
         live.run()
     live.close()
     assert len(calls) == 2 and live.alive_pids() == []
+
+
+def test_a_close_on_the_sessions_own_thread_ends_the_thread() -> None:
+    """The finalizer of a handle collected by the cyclic GC runs on whichever thread triggered
+    the collection, possibly the session's own: its thread must still end and its loop close."""
+    runtime = _Runtime()
+    runtime.loop.call_soon_threadsafe(runtime.close)
+    runtime.thread.join(STOP_WAIT_S)
+    assert not runtime.thread.is_alive() and runtime.loop.is_closed()
+    assert not runtime.tmp.exists()
+    runtime.close()  # and again from here: nothing left to do
+
+
+#: how long a test waits for a thread that should end at once (a bound, not a measurement)
+STOP_WAIT_S = 10.0

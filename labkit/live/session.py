@@ -133,7 +133,11 @@ class _Runtime:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
+        try:
+            self.loop.run_forever()
+        finally:
+            if self.closed and not self.loop.is_closed():
+                self.loop.close()
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
         """Run ``coro`` on the session's loop and wait at most ``timeout`` seconds; on any way
@@ -173,6 +177,10 @@ class _Runtime:
             if elsewhere and self.thread.is_alive():
                 self.loop.call_soon_threadsafe(self.loop.stop)
                 self.thread.join(STOP_TIMEOUT_S)
+            elif not elsewhere:
+                # on the loop's own thread (the finalizer of a handle the cyclic GC collected
+                # there): the loop stops after this callback, and the thread closes it and ends
+                self.loop.stop()
             if not self.thread.is_alive() and not self.loop.is_closed():
                 self.loop.close()
             shutil.rmtree(self.tmp, ignore_errors=True)
