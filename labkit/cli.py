@@ -282,6 +282,11 @@ def _sweep(args: argparse.Namespace) -> int:
 
     if args.serial and args.scheduler:
         raise SweepError("--serial runs without Dask: drop it or --scheduler")
+    if args.workers is not None and (args.scheduler or args.serial):
+        raise SweepError(
+            "--workers sizes the local Dask cluster; an existing cluster (--scheduler) or "
+            "--serial has its own: drop --workers"
+        )
     grid = parse_grid(args.grid)
     # validated in full before anything starts: a bad key or value fails here, in one line
     plan = plan_sweep(

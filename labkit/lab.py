@@ -648,22 +648,31 @@ def controls_for(scenario: Scenario) -> list[type[Controls]]:
 class Panel:
     """Controls over one scenario, a Run button with progress, plots that never go stale, A/B."""
 
+    #: what a named panel is about; ``Panel`` itself picks controls and plots by scenario
+    default_scenario: ClassVar[str] = "quickstart"
+    default_controls: ClassVar[tuple[type[Controls], ...] | None] = None
+    default_plots: ClassVar[tuple[str, ...] | None] = None
+    default_quick: ClassVar[tuple[str, ...]] = QUICK_OVERRIDES
+
     def __init__(
         self,
-        scenario: str | Path = "quickstart",
+        scenario: str | Path | None = None,
         *overrides: str,
         controls: Sequence[type[Controls]] | None = None,
         plots: Sequence[str] | None = None,
         runner: Callable[..., Results] = simulate,
-        quick: tuple[str, ...] = QUICK_OVERRIDES,
+        quick: tuple[str, ...] | None = None,
     ) -> None:
+        scenario = self.default_scenario if scenario is None else scenario
         self.base_name = scenario
         self.base_overrides = list(overrides)
-        self.quick = tuple(quick)
+        self.quick = tuple(self.default_quick if quick is None else quick)
         self.runner = runner
         sc = load(scenario, *overrides, quick=self.quick)
         self.scenario: Scenario = sc
-        self.sections: list[Controls] = [cls(sc) for cls in (controls or controls_for(sc))]
+        controls = controls or self.default_controls or controls_for(sc)
+        self.sections: list[Controls] = [cls(sc) for cls in controls]
+        plots = plots or self.default_plots
         if plots is None:
             plots = list(dict.fromkeys(stem for s in self.sections for stem in s.plots))
         self.plots = list(plots)
@@ -876,21 +885,12 @@ def _cell(value: Any) -> str:
 class BalancingPanel(Panel):
     """Strategy, adaptive weights (shown normalised to sum 1), load and fleet size."""
 
-    def __init__(
-        self,
-        scenario: str | Path = "heterogeneous_fleet",
-        *overrides: str,
-        runner: Callable[..., Results] = simulate,
-        quick: tuple[str, ...] = QUICK_OVERRIDES,
-    ) -> None:
-        super().__init__(
-            scenario,
-            *overrides,
-            controls=(BalancingControls, LoadControls),
-            plots=("latency_percentiles", "worker_load"),
-            runner=runner,
-            quick=quick,
-        )
+    default_scenario = "heterogeneous_fleet"
+    default_controls = (BalancingControls, LoadControls)
+    default_plots = ("latency_percentiles", "worker_load")
+
+    def __init__(self, scenario: str | Path | None = None, *overrides: str, **kwargs: Any) -> None:
+        super().__init__(scenario, *overrides, **kwargs)
         balancing: BalancingControls = self.section(BalancingControls)
         load_: LoadControls = self.section(LoadControls)
         self.strategy = balancing.strategy
@@ -906,62 +906,27 @@ class BalancingPanel(Panel):
 class ConsistencyPanel(Panel):
     """Registry view and state store models: staleness against latency."""
 
-    def __init__(
-        self,
-        scenario: str | Path = "state_consistency",
-        *overrides: str,
-        runner: Callable[..., Results] = simulate,
-        quick: tuple[str, ...] = QUICK_OVERRIDES,
-    ) -> None:
-        super().__init__(
-            scenario,
-            *overrides,
-            controls=(ConsistencyControls, LoadControls),
-            plots=("latency_percentiles", "t_visibility", "state_latency"),
-            runner=runner,
-            quick=quick,
-        )
+    default_scenario = "state_consistency"
+    default_controls = (ConsistencyControls, LoadControls)
+    default_plots = ("latency_percentiles", "t_visibility", "state_latency")
 
 
 class BatchingPanel(Panel):
     """Batch limit, delay, per-batch cost and the AIMD target, against load."""
 
-    def __init__(
-        self,
-        scenario: str | Path = "batching",
-        *overrides: str,
-        runner: Callable[..., Results] = simulate,
-        quick: tuple[str, ...] = QUICK_OVERRIDES,
-    ) -> None:
-        super().__init__(
-            scenario,
-            *overrides,
-            controls=(BatchingControls, LoadControls),
-            plots=("latency_percentiles", "batch_sizes", "batch_limit"),
-            runner=runner,
-            quick=quick,
-        )
+    default_scenario = "batching"
+    default_controls = (BatchingControls, LoadControls)
+    default_plots = ("latency_percentiles", "batch_sizes", "batch_limit")
 
 
 class FaultPanel(Panel):
     """A fault schedule and the failure detector; the recovery timeline shows the cost.
 
-    Faults happen at set times, so quick mode keeps the scenario's length (``quick=()``); pass a
-    lighter load as an override to make it cheaper.
+    Faults happen at set times, so quick mode keeps the scenario's length (no quick
+    overrides); pass a lighter load as an override to make it cheaper.
     """
 
-    def __init__(
-        self,
-        scenario: str | Path = "failure_crash",
-        *overrides: str,
-        runner: Callable[..., Results] = simulate,
-        quick: tuple[str, ...] = (),
-    ) -> None:
-        super().__init__(
-            scenario,
-            *overrides,
-            controls=(FaultControls, LoadControls),
-            plots=("recovery_timeline", "latency_percentiles"),
-            runner=runner,
-            quick=quick,
-        )
+    default_scenario = "failure_crash"
+    default_controls = (FaultControls, LoadControls)
+    default_plots = ("recovery_timeline", "latency_percentiles", "utilization_heatmap")
+    default_quick = ()

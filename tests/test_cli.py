@@ -190,6 +190,11 @@ def test_sweep_checks_every_value_before_running(tmp_path: Path) -> None:
     assert not (tmp_path / "sw").exists()
     out = labkit("sweep", "scenarios/quickstart.yaml", "--grid", "seed=1,2")
     assert out.returncode == 2 and "--repeats" in out.stderr and "Traceback" not in out.stderr
+    out = labkit(
+        "sweep", "scenarios/quickstart.yaml", "--grid", "balancer.strategy=p2c",
+        "--workers", "2", "--scheduler", "tcp://127.0.0.1:1",
+    )  # fmt: skip
+    assert out.returncode == 2 and "drop --workers" in out.stderr
 
 
 def test_sweep_records_a_failed_run_and_exits_1(tmp_path: Path) -> None:

@@ -235,12 +235,12 @@ def test_fault_panel_draws_the_recovery_timeline() -> None:
     )
     results = panel.run()
     assert results.faults is not None and len(results.faults) == 1
-    assert _images(panel) == 2  # recovery timeline, percentiles
+    assert _images(panel) == 3  # recovery timeline, percentiles, utilization heatmap
     # every fault removed: the timeline has nothing to show and is left out
     f: FaultControls = panel.section(FaultControls)
     f.remove(f.rows[0])
     panel.run()
-    assert _images(panel) == 1
+    assert _images(panel) == 2
 
 
 def test_a_general_panel_has_a_group_for_each_section_the_scenario_has() -> None:
