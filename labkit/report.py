@@ -103,16 +103,24 @@ def _measured(results: Results, frame: pd.DataFrame) -> pd.DataFrame:
     return frame[(t >= scenario.warmup_s) & (t < scenario.duration_s)]
 
 
-def wars_theory(results: Results) -> tuple[np.ndarray, np.ndarray] | None:
+def wars_theory(
+    results: Results,
+    deltas_ms: np.ndarray | None = None,
+    *,
+    trials: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray] | None:
     """The WARS Monte Carlo t-visibility of the run's state settings, to set the measured
-    curve against; None for ``session`` (its re-reads from the primary are not in WARS)."""
+    curve against; None for ``session`` (its re-reads from the primary are not in WARS).
+    ``deltas_ms`` defaults to a plot's grid (0 and 80 log-spaced points to 2 s)."""
     spec = getattr(results.scenario, "state", None)
     config = getattr(spec, "config", None)
     if spec is None or config is None or config.model == "session":
         return None
     from labkit.theory import wars_t_visibility
 
-    deltas = np.concatenate([[0.0], np.geomspace(0.05, 2000.0, 80)])
+    if deltas_ms is None:
+        deltas_ms = np.concatenate([[0.0], np.geomspace(0.05, 2000.0, 80)])
     probabilities = wars_t_visibility(
         config.n,
         config.r,
@@ -121,12 +129,12 @@ def wars_theory(results: Results) -> tuple[np.ndarray, np.ndarray] | None:
         spec.ack_delay,
         spec.read_delay,
         spec.response_delay,
-        deltas,
-        trials=WARS_TRIALS,
-        rng=np.random.default_rng(results.scenario.seed),
+        deltas_ms,
+        trials=WARS_TRIALS if trials is None else trials,
+        rng=np.random.default_rng(results.scenario.seed) if rng is None else rng,
         write_fanout=config.write_fanout,
     )
-    return deltas, probabilities
+    return deltas_ms, probabilities
 
 
 def _state_heading(results: Results) -> str:

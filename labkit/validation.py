@@ -473,25 +473,13 @@ def plot_k_staleness(frame: pd.DataFrame) -> Figure:
 
 
 def _wars_curve(results: Results, trials: int, rng: np.random.Generator) -> tuple[Any, Any]:
-    spec = results.scenario.state
-    if spec is None or spec.config.model == "session":
-        raise ValueError("t-visibility against WARS needs a state section (eventual or strong)")
-    config = spec.config
+    from labkit.report import wars_theory
+
     deltas = np.concatenate([[0.0], np.geomspace(0.01, 5000.0, 400)])
-    probabilities = theory.wars_t_visibility(
-        config.n,
-        config.r,
-        config.w,
-        spec.write_delay,
-        spec.ack_delay,
-        spec.read_delay,
-        spec.response_delay,
-        deltas,
-        trials=trials,
-        rng=rng,
-        write_fanout=config.write_fanout,
-    )
-    return deltas, probabilities
+    curve = wars_theory(results, deltas, trials=trials, rng=rng)
+    if curve is None:
+        raise ValueError("t-visibility against WARS needs a state section (eventual or strong)")
+    return curve
 
 
 #: batches for the t-visibility intervals, and the fewest reads in a bin to use them
