@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from heapq import heappop, heappush
 from itertools import repeat
+from math import inf as INF
 from typing import Any
 
 import numpy as np
@@ -401,6 +402,8 @@ class FleetSim:
             else None
         )
         self._arrival_time: Callable[[], float] = iter(()).__next__
+        self._arrival_t = INF  # the next open-loop arrival (see ``_loop``)
+        self._arrival_eid = 0
         self.gw_count = g.count
         self.timeout_s = gw_config.timeout_s
         self.fixed_hop_s = gw_config.overhead_s
@@ -433,6 +436,7 @@ class FleetSim:
 
         # bookkeeping
         self.log = RecordLog()
+        self.add_record = self.log.add_row  # one row per request, in ``FIELDS`` order
         self.deadlines: deque[Request] = deque()
         self.timer_armed = False
         self.outstanding = 0
@@ -502,17 +506,31 @@ class FleetSim:
         heappush(self._heap, (self.env._now + delay, NORMAL, next(self._eid), fn, arg))
 
     def _loop(self) -> None:
-        """``Environment.run``, except that a 5-tuple from ``at`` is one plain call.
+        """``Environment.run``, except that a 5-tuple from ``at`` is one plain call, and the
+        open-loop arrivals are merged in without a heap entry each.
 
-        A SimPy event (the background processes' timeouts) is processed exactly as
-        ``Environment.step`` does it. The loop ends when a ``_Stop`` is raised by ``_stop``,
-        scheduled once the run has drained or by the watchdog.
+        The next arrival waits in ``_arrival_t`` with the id its heap entry would have had
+        (``_arrival_eid``): it runs before the heap's first entry when it sorts before it as
+        that entry would, so the order is the one SimPy would follow. A SimPy event (the
+        background processes' timeouts) is processed exactly as ``Environment.step`` does it.
+        The loop ends when a ``_Stop`` is raised by ``_stop``, scheduled once the run has
+        drained or by the watchdog.
         """
         env = self.env
         heap = self._heap
         pop = heappop
+        t_arrival = self._arrival_t
         try:
             while True:
+                head = heap[0]
+                if t_arrival <= head[0] and (
+                    t_arrival < head[0] or (NORMAL, self._arrival_eid) < head[1:3]
+                ):
+                    env._now = t_arrival
+                    self._new_request(-1)
+                    self._next_open_arrival()
+                    t_arrival = self._arrival_t
+                    continue
                 entry = pop(heap)
                 env._now = entry[0]
                 if len(entry) == 5:
@@ -531,24 +549,24 @@ class FleetSim:
         raise _Stop
 
     # -- arrivals -----------------------------------------------------------------------------
-    def _next_open_arrival(self, _: Any = None) -> None:
-        """Schedule the next arrival; arrival times come a block at a time (``Arrivals.block``),
-        so this is a list iterator's ``next`` and a heap push."""
+    def _next_open_arrival(self) -> None:
+        """Draw the next arrival into ``_arrival_t`` (``inf`` once they are over), which
+        ``_loop`` merges with the heap. Arrival times come a block at a time
+        (``Arrivals.block``), so this is mostly a list iterator's ``next``."""
         try:
             t = self._arrival_time()
         except StopIteration:
             block = self.arrivals.block()  # type: ignore[union-attr]
             if not block:
+                self._arrival_t = INF
                 self._arrivals_done()
                 return
             self._arrival_time = iter(block).__next__
             t = self._arrival_time()
+        # the time and id a heap entry pushed now would carry (``at``'s ``now + delay``)
         now = self.env._now
-        heappush(self._heap, (now + (t - now), NORMAL, next(self._eid), self._on_arrival, None))
-
-    def _on_arrival(self, _: Any) -> None:
-        self._new_request(-1)
-        self._next_open_arrival()
+        self._arrival_t = now + (t - now)
+        self._arrival_eid = next(self._eid)
 
     def _start_closed_loop(self) -> None:
         clients = self.sc.workload.arrival.clients
@@ -1127,17 +1145,19 @@ class FleetSim:
         now = self.env._now
         if detail is Detail.DEADLINE:
             now = req.deadline
-        self.log.add(
-            req.gw,
-            req.kind,
-            req.agent_type,
-            req.key,
-            req.worker,
-            req.arrival,
-            now,
-            detail,
-            req.attempts,
-            req.fanout,
+        self.add_record(
+            (
+                req.gw,
+                req.kind,
+                req.agent_type,
+                req.key,
+                req.worker,
+                req.arrival,
+                now,
+                detail,
+                req.attempts,
+                req.fanout,
+            )
         )
         self.outstanding -= 1
         if self.aimd:
