@@ -6,6 +6,7 @@ row of numbers to a typed array; the DataFrame is built once at the end.
 
 from __future__ import annotations
 
+import struct
 from array import array
 
 import numpy as np
@@ -34,17 +35,22 @@ WIDTH = len(FIELDS)
 _COLUMN = {name: i for i, name in enumerate(FIELDS)}
 
 
+#: packs one record (the values in ``FIELDS`` order) into the bytes of a row
+pack_row = struct.Struct(f"{WIDTH}d").pack
+
+
 class RecordLog:
     """Append-only rows of ``FIELDS``, all in one ``array('d')``.
 
-    One ``extend`` per request instead of an append per column: the codes and counts are
-    integers far below 2**53, which a double holds exactly, so nothing is lost. Drivers on the
-    hot path bind ``add_row`` and pass a tuple in ``FIELDS`` order.
+    One row per request instead of an append per column: the codes and counts are integers
+    far below 2**53, which a double holds exactly, so nothing is lost. Drivers on the hot path
+    bind ``add_row`` and pass it ``pack_row(...)``: packing with ``struct`` and appending the
+    bytes costs half of ``array.extend`` with a tuple.
     """
 
     def __init__(self) -> None:
         self.rows = array("d")
-        self.add_row = self.rows.extend
+        self.add_row = self.rows.frombytes
 
     def __len__(self) -> int:
         return len(self.rows) // WIDTH
@@ -62,8 +68,8 @@ class RecordLog:
         attempts: int,
         fanout: int,
     ) -> None:
-        self.rows.extend(
-            (gateway, kind, agent_type, key, worker, arrival, end, detail, attempts, fanout)
+        self.add_row(
+            pack_row(gateway, kind, agent_type, key, worker, arrival, end, detail, attempts, fanout)
         )
 
     def table(self, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -83,7 +89,7 @@ class RecordLog:
         mapped = np.asarray(remap, dtype=np.int64)[np.maximum(worker, 0)] if len(remap) else worker
         table[:, _COLUMN["worker"]] = np.where(worker >= 0, mapped, -1)
         self.rows = array("d", table.tobytes())
-        self.add_row = self.rows.extend
+        self.add_row = self.rows.frombytes
 
     def frame(self, *, agent_types: list[str], workers: list[str], warmup_s: float) -> pd.DataFrame:
         """The records as a tidy DataFrame, ordered by gateway arrival."""

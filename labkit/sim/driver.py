@@ -71,7 +71,7 @@ from labkit.results.frames import (
     faults_frame,
     health_frame,
 )
-from labkit.results.records import PUBLISH, RPC
+from labkit.results.records import PUBLISH, RPC, pack_row
 from labkit.results.window import fleet_metrics, window_metrics
 from labkit.scenario import Scenario
 from labkit.sim.workload import (
@@ -436,7 +436,7 @@ class FleetSim:
 
         # bookkeeping
         self.log = RecordLog()
-        self.add_record = self.log.add_row  # one row per request, in ``FIELDS`` order
+        self.add_record = self.log.add_row  # ``pack_row(...)``, once per request
         self.deadlines: deque[Request] = deque()
         self.timer_armed = False
         self.outstanding = 0
@@ -519,17 +519,28 @@ class FleetSim:
         env = self.env
         heap = self._heap
         pop = heappop
-        t_arrival = self._arrival_t
+        eid = self._eid
+        new_request = self._new_request
+        t_arrival, arrival_eid = self._arrival_t, self._arrival_eid
+        next_time = self._arrival_time
         try:
             while True:
                 head = heap[0]
                 if t_arrival <= head[0] and (
-                    t_arrival < head[0] or (NORMAL, self._arrival_eid) < head[1:3]
+                    t_arrival < head[0] or (NORMAL, arrival_eid) < head[1:3]
                 ):
                     env._now = t_arrival
-                    self._new_request(-1)
-                    self._next_open_arrival()
-                    t_arrival = self._arrival_t
+                    new_request(-1)
+                    # ``_next_open_arrival`` with its common case (the block goes on) inlined
+                    try:
+                        t = next_time()
+                    except StopIteration:
+                        self._next_open_arrival()
+                        t_arrival, arrival_eid = self._arrival_t, self._arrival_eid
+                        next_time = self._arrival_time
+                        continue
+                    t_arrival += t - t_arrival  # ``now + (t - now)``, as ``at`` would push it
+                    arrival_eid = next(eid)
                     continue
                 entry = pop(heap)
                 env._now = entry[0]
@@ -1146,7 +1157,7 @@ class FleetSim:
         if detail is Detail.DEADLINE:
             now = req.deadline
         self.add_record(
-            (
+            pack_row(
                 req.gw,
                 req.kind,
                 req.agent_type,
