@@ -93,13 +93,15 @@ class RecordLog:
 
     def frame(self, *, agent_types: list[str], workers: list[str], warmup_s: float) -> pd.DataFrame:
         """The records as a tidy DataFrame, ordered by gateway arrival."""
-        table = self.table()
-        arrival = table[:, _COLUMN["arrival"]]
-        order = np.argsort(arrival, kind="stable")
-        table = table[order]
+        # a view of the rows (no copy: a million rows are 80 MB), read a column at a time
+        rows = np.frombuffer(self.rows, dtype=np.float64).reshape(-1, WIDTH)
+        order = np.argsort(rows[:, _COLUMN["arrival"]], kind="stable")
+
+        def floats(name: str) -> np.ndarray:
+            return rows[order, _COLUMN[name]]
 
         def ints(name: str, dtype: type) -> np.ndarray:
-            return table[:, _COLUMN[name]].astype(dtype)
+            return floats(name).astype(dtype)
 
         detail = ints("detail", np.int8)
         final = np.asarray(FINAL_OF_DETAIL, dtype=np.int8)[detail]
@@ -107,8 +109,8 @@ class RecordLog:
         # -1 (no worker) is the last category, ""; codes, not names: a million strings to
         # look up again would cost more than the rest of the frame
         worker_codes = np.where(worker < 0, len(workers), worker).astype(np.int64)
-        arr = table[:, _COLUMN["arrival"]].copy()
-        end = table[:, _COLUMN["end"]].copy()
+        arr = floats("arrival")
+        end = floats("end")
         return pd.DataFrame(
             {
                 "request": np.arange(len(arr), dtype=np.int64),

@@ -1433,7 +1433,11 @@ class FleetSim:
                 self.progress(1.0)
             end = env._now
             wall = time.perf_counter() - started
-            return self._results(end, wall)
+            results = self._results(end, wall)
+            # the finished requests are garbage now; free them here rather than whenever the
+            # collector gets to this simulator (it sits in reference cycles)
+            self.deadlines.clear()
+            return results
         finally:
             if collecting:
                 gc.enable()
