@@ -15,6 +15,7 @@ A script, not a test: nothing here asserts on wall-clock times.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -198,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[Run]] = {name: [] for name in runners}
     for _ in range(args.repeats):
         for name, run in runners.items():  # interleaved: A, B, A, B, …
+            # every run starts from a clean heap (untimed): no model pays for collecting the
+            # cyclic garbage an earlier run left behind
+            gc.collect()
             runs[name].append(run(args.requests, args.seed))
 
     rows: dict[str, dict[str, Any]] = {}

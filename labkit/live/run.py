@@ -306,7 +306,7 @@ async def run_load(fleet: Fleet, scenario: Scenario, progress: Any = None) -> Re
     _remap_workers(log, remap, index_of)
     # served counts from the records (every incarnation of a restarted worker counts)
     served = [0] * len(order)
-    for i in log.worker:
+    for i in log.column("worker").astype(int).tolist():
         if i >= 0:
             served[i] += 1
     table = _worker_table(names, speeds, by_name, span, w.concurrency, served)
@@ -424,10 +424,7 @@ def _worker_table(
 
 def _remap_workers(log: Any, remap: list[int], index_of: dict[str, int]) -> None:
     """Rewrite the log's worker indices from the load generator's order to the fleet's."""
-    from array import array
-
-    new = array(log.worker.typecode, (remap[i] if i >= 0 else -1 for i in log.worker))
-    log.worker = new
+    log.remap_workers(remap)
 
 
 async def _inject(

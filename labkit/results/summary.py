@@ -70,28 +70,36 @@ def summarize(
     workers: pd.DataFrame,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    measured = records[records["measured"]]
-    status = measured["status"].value_counts()
-    details = measured["detail"].value_counts()
-    completed = measured[measured["status"] == Final.COMPLETED.label]
+    # one pass over numpy columns (no filtered copies of the frame): the same counts, and the
+    # same latencies in the same order, as pandas filters and group-bys would give
+    measured = records["measured"].to_numpy()
+    status = records["status"].cat.codes.to_numpy()[measured]
+    detail = records["detail"].cat.codes.to_numpy()[measured]
+    kind = records["kind"].cat.codes.to_numpy()[measured]
+    latency = records["latency_ms"].to_numpy()[measured]
+    ok = status == Final.COMPLETED
+    n_measured = int(measured.sum())
+    n_completed = int(ok.sum())
+    by_status = np.bincount(status, minlength=len(Final))
+    by_detail = np.bincount(detail, minlength=len(Detail))
     window = duration_s - warmup_s
-    requests = {"offered": len(measured)}
-    requests.update({f.label: int(status.get(f.label, 0)) for f in Final})
+    requests = {"offered": n_measured}
+    requests.update({f.label: int(by_status[i]) for i, f in enumerate(Final)})
+    kinds = records["kind"].cat.categories
     summary: dict[str, Any] = {
         "requests": requests,
-        "details": {
-            d.label: int(details.get(d.label, 0)) for d in Detail if details.get(d.label, 0)
-        },
+        "details": {d.label: int(by_detail[i]) for i, d in enumerate(Detail) if by_detail[i]},
         "requests_total": len(records),
-        "throughput_rps": round(len(completed) / window, 6),
-        "offered_rps": round(len(measured) / window, 6),
-        "error_rate": round(1 - len(completed) / len(measured), 6) if len(measured) else 0.0,
-        "latency_ms": _latency(completed["latency_ms"].to_numpy()),
+        "throughput_rps": round(n_completed / window, 6),
+        "offered_rps": round(n_measured / window, 6),
+        "error_rate": round(1 - n_completed / n_measured, 6) if n_measured else 0.0,
+        "latency_ms": _latency(latency[ok]),
         "latency_ms_by_kind": {
-            kind: _latency(group["latency_ms"].to_numpy())
-            for kind, group in completed.groupby("kind", observed=True)
+            kinds[code]: _latency(latency[ok & (kind == code)])
+            for code in range(len(kinds))
+            if (ok & (kind == code)).any()
         },
-        "retries": int((measured["attempts"].clip(lower=1) - 1).sum()),
+        "retries": int((np.maximum(records["attempts"].to_numpy()[measured], 1) - 1).sum()),
         "per_worker": _per_worker(workers),
     }
     if extra:

@@ -16,7 +16,7 @@ from labkit.core.gateway import GatewayPolicy
 from labkit.core.outcomes import Detail
 from labkit.core.registry import Health, Registry
 from labkit.core.slo import SloConfig
-from labkit.results.records import RecordLog
+from labkit.results.records import FIELDS, RecordLog
 
 _TIMEOUTS = (int(Detail.DEADLINE), int(Detail.ATTEMPT_TIMEOUT))
 
@@ -47,11 +47,9 @@ def window_metrics(
             burn_rate=0.0,
         )
         return values, 0, 0, end
-    detail = np.frombuffer(log.detail[read_from:end], dtype=np.int8)
-    latency = (
-        np.frombuffer(log.end[read_from:end], dtype=np.float64)
-        - np.frombuffer(log.arrival[read_from:end], dtype=np.float64)
-    ) * 1000.0
+    table = log.table(read_from, end)
+    detail = table[:, FIELDS.index("detail")].astype(np.int8)
+    latency = (table[:, FIELDS.index("end")] - table[:, FIELDS.index("arrival")]) * 1000.0
     ok = detail == int(Detail.OK)
     done = latency[ok]
     completed = int(ok.sum())

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from heapq import heappop, heappush
 from itertools import repeat
+from math import inf as INF
 from typing import Any
 
 import numpy as np
@@ -71,7 +72,7 @@ from labkit.results.frames import (
     health_frame,
     load_reports_frame,
 )
-from labkit.results.records import PUBLISH, RPC
+from labkit.results.records import PUBLISH, RPC, pack_row
 from labkit.results.window import fleet_metrics, window_metrics
 from labkit.scenario import Scenario
 from labkit.sim.workload import (
@@ -402,6 +403,8 @@ class FleetSim:
             else None
         )
         self._arrival_time: Callable[[], float] = iter(()).__next__
+        self._arrival_t = INF  # the next open-loop arrival (see ``_loop``)
+        self._arrival_eid = 0
         self.gw_count = g.count
         self.timeout_s = gw_config.timeout_s
         self.fixed_hop_s = gw_config.overhead_s
@@ -434,6 +437,7 @@ class FleetSim:
 
         # bookkeeping
         self.log = RecordLog()
+        self.add_record = self.log.add_row  # ``pack_row(...)``, once per request
         self.deadlines: deque[Request] = deque()
         self.timer_armed = False
         self.outstanding = 0
@@ -509,17 +513,42 @@ class FleetSim:
         heappush(self._heap, (self.env._now + delay, NORMAL, next(self._eid), fn, arg))
 
     def _loop(self) -> None:
-        """``Environment.run``, except that a 5-tuple from ``at`` is one plain call.
+        """``Environment.run``, except that a 5-tuple from ``at`` is one plain call, and the
+        open-loop arrivals are merged in without a heap entry each.
 
-        A SimPy event (the background processes' timeouts) is processed exactly as
-        ``Environment.step`` does it. The loop ends when a ``_Stop`` is raised by ``_stop``,
-        scheduled once the run has drained or by the watchdog.
+        The next arrival waits in ``_arrival_t`` with the id its heap entry would have had
+        (``_arrival_eid``): it runs before the heap's first entry when it sorts before it as
+        that entry would, so the order is the one SimPy would follow. A SimPy event (the
+        background processes' timeouts) is processed exactly as ``Environment.step`` does it.
+        The loop ends when a ``_Stop`` is raised by ``_stop``, scheduled once the run has
+        drained or by the watchdog.
         """
         env = self.env
         heap = self._heap
         pop = heappop
+        eid = self._eid
+        new_request = self._new_request
+        t_arrival, arrival_eid = self._arrival_t, self._arrival_eid
+        next_time = self._arrival_time
         try:
             while True:
+                head = heap[0]
+                if t_arrival <= head[0] and (
+                    t_arrival < head[0] or (NORMAL, arrival_eid) < head[1:3]
+                ):
+                    env._now = t_arrival
+                    new_request(-1)
+                    # ``_next_open_arrival`` with its common case (the block goes on) inlined
+                    try:
+                        t = next_time()
+                    except StopIteration:
+                        self._next_open_arrival()
+                        t_arrival, arrival_eid = self._arrival_t, self._arrival_eid
+                        next_time = self._arrival_time
+                        continue
+                    t_arrival += t - t_arrival  # ``now + (t - now)``, as ``at`` would push it
+                    arrival_eid = next(eid)
+                    continue
                 entry = pop(heap)
                 env._now = entry[0]
                 if len(entry) == 5:
@@ -538,24 +567,24 @@ class FleetSim:
         raise _Stop
 
     # -- arrivals -----------------------------------------------------------------------------
-    def _next_open_arrival(self, _: Any = None) -> None:
-        """Schedule the next arrival; arrival times come a block at a time (``Arrivals.block``),
-        so this is a list iterator's ``next`` and a heap push."""
+    def _next_open_arrival(self) -> None:
+        """Draw the next arrival into ``_arrival_t`` (``inf`` once they are over), which
+        ``_loop`` merges with the heap. Arrival times come a block at a time
+        (``Arrivals.block``), so this is mostly a list iterator's ``next``."""
         try:
             t = self._arrival_time()
         except StopIteration:
             block = self.arrivals.block()  # type: ignore[union-attr]
             if not block:
+                self._arrival_t = INF
                 self._arrivals_done()
                 return
             self._arrival_time = iter(block).__next__
             t = self._arrival_time()
+        # the time and id a heap entry pushed now would carry (``at``'s ``now + delay``)
         now = self.env._now
-        heappush(self._heap, (now + (t - now), NORMAL, next(self._eid), self._on_arrival, None))
-
-    def _on_arrival(self, _: Any) -> None:
-        self._new_request(-1)
-        self._next_open_arrival()
+        self._arrival_t = now + (t - now)
+        self._arrival_eid = next(self._eid)
 
     def _start_closed_loop(self) -> None:
         clients = self.sc.workload.arrival.clients
@@ -1134,17 +1163,19 @@ class FleetSim:
         now = self.env._now
         if detail is Detail.DEADLINE:
             now = req.deadline
-        self.log.add(
-            req.gw,
-            req.kind,
-            req.agent_type,
-            req.key,
-            req.worker,
-            req.arrival,
-            now,
-            detail,
-            req.attempts,
-            req.fanout,
+        self.add_record(
+            pack_row(
+                req.gw,
+                req.kind,
+                req.agent_type,
+                req.key,
+                req.worker,
+                req.arrival,
+                now,
+                detail,
+                req.attempts,
+                req.fanout,
+            )
         )
         self.outstanding -= 1
         if self.aimd:
@@ -1399,24 +1430,30 @@ class FleetSim:
         # The run allocates a few objects per request and frees them by reference counting
         # (``_finish`` breaks the one cycle); the cyclic collector would only walk the live
         # ones, again and again, for nothing: a tenth of the run's time. So it pauses for the
-        # loop and collects once after it.
+        # loop, and for building the results too (pandas allocates enough to set off a full
+        # collection over every request still held, a few percent of the run), and resumes
+        # after.
         collecting = gc.isenabled()
         gc.disable()
         try:
             self._loop()
+            if not self.drained:
+                raise LabkitError(
+                    f"simulation did not drain by t={limit:g}s: {self.outstanding} requests "
+                    "still open (a bug in labkit; please report it with the scenario)"
+                )
+            if self.progress is not None:
+                self.progress(1.0)
+            end = env._now
+            wall = time.perf_counter() - started
+            results = self._results(end, wall)
+            # the finished requests are garbage now; free them here rather than whenever the
+            # collector gets to this simulator (it sits in reference cycles)
+            self.deadlines.clear()
+            return results
         finally:
             if collecting:
                 gc.enable()
-        if not self.drained:
-            raise LabkitError(
-                f"simulation did not drain by t={limit:g}s: {self.outstanding} requests "
-                "still open (a bug in labkit; please report it with the scenario)"
-            )
-        if self.progress is not None:
-            self.progress(1.0)
-        end = env._now
-        wall = time.perf_counter() - started
-        return self._results(end, wall)
 
     def _results(self, end: float, wall: float) -> Results:
         sc = self.sc
