@@ -43,6 +43,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchlib import fmt, median, write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 AUTOGEN_HOST_SCRIPT = Path(__file__).resolve().parent / "autogen_host.py"
 HOST = "127.0.0.1"
@@ -522,26 +524,19 @@ def _cpu_spent(
 
 
 # -- the report ---------------------------------------------------------------------------------
-def _median(values: list[Any]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
 
 
 def summarise(runs: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
     windows = [r["windows"][concurrency] for r in runs]
     row: dict[str, Any] = {
-        key: _median([w[key] for w in windows])
+        key: median([w[key] for w in windows])
         for key in ("rps", "p50_ms", "p99_ms", "mean_ms", "errors", "stuck")
     }
     for role in ("host", "echo", "caller"):
-        row[f"cpu_{role}_pct"] = _median([w["cpu_pct"][role] for w in windows])
-        row[f"cpu_{role}_us_per_rpc"] = _median([w["cpu_us_per_rpc"][role] for w in windows])
+        row[f"cpu_{role}_pct"] = median([w["cpu_pct"][role] for w in windows])
+        row[f"cpu_{role}_us_per_rpc"] = median([w["cpu_us_per_rpc"][role] for w in windows])
     row["runs"] = windows
     return row
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -644,13 +639,13 @@ def main(argv: list[str] | None = None) -> int:
             rows[case.name][concurrency] = row
             errors = (row["errors"] or 0) + (row["stuck"] or 0)
             print(
-                f"{case.name:<10} {case.workers:>7} {concurrency:>5} {_fmt(row['rps'], ',.0f'):>8} "
-                f"{_fmt(row['p50_ms'], '.2f'):>7} {_fmt(row['p99_ms'], '.2f'):>7} {errors:>6g} | "
-                f"{_fmt(row['cpu_host_pct'], '.0f'):>11} {_fmt(row['cpu_echo_pct'], '.0f'):>5} "
-                f"{_fmt(row['cpu_caller_pct'], '.0f'):>6} | "
-                f"{_fmt(row['cpu_host_us_per_rpc'], '.0f'):>16} "
-                f"{_fmt(row['cpu_echo_us_per_rpc'], '.0f'):>5} "
-                f"{_fmt(row['cpu_caller_us_per_rpc'], '.0f'):>6}"
+                f"{case.name:<10} {case.workers:>7} {concurrency:>5} {fmt(row['rps'], ',.0f'):>8} "
+                f"{fmt(row['p50_ms'], '.2f'):>7} {fmt(row['p99_ms'], '.2f'):>7} {errors:>6g} | "
+                f"{fmt(row['cpu_host_pct'], '.0f'):>11} {fmt(row['cpu_echo_pct'], '.0f'):>5} "
+                f"{fmt(row['cpu_caller_pct'], '.0f'):>6} | "
+                f"{fmt(row['cpu_host_us_per_rpc'], '.0f'):>16} "
+                f"{fmt(row['cpu_echo_us_per_rpc'], '.0f'):>5} "
+                f"{fmt(row['cpu_caller_us_per_rpc'], '.0f'):>6}"
             )
     print()
     print(
@@ -676,9 +671,9 @@ def main(argv: list[str] | None = None) -> int:
             ratios[case.name][concurrency] = r
             print(
                 f"{case.name + ' / autogen':<19} {concurrency:>4} "
-                f"{_fmt(r['throughput'], '.2f') + '×':>10} {_fmt(r['p99'], '.2f') + '×':>6} "
-                f"{_fmt(r['host_cpu_per_rpc'], '.2f') + '×':>12}   "
-                + ", ".join(_fmt(p, ".2f") for p in paired)
+                f"{fmt(r['throughput'], '.2f') + '×':>10} {fmt(r['p99'], '.2f') + '×':>6} "
+                f"{fmt(r['host_cpu_per_rpc'], '.2f') + '×':>12}   "
+                + ", ".join(fmt(p, ".2f") for p in paired)
             )
     top = max(args.concurrency)
     verdict = ratios["labkit"][top]
@@ -716,14 +711,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "target_met": met,
         }
-        line = json.dumps(payload)
-        if args.json == "-":
-            print(line)
-        else:
-            path = Path(args.json)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(line + "\n", encoding="utf-8")
-            print(f"wrote {path}")
+        write_json(payload, args.json)
     return 0
 
 

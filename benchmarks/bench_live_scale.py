@@ -54,6 +54,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchlib import fmt, median, write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 AGENT_TYPE = "agent"
 PAYLOAD = b'{"data": "' + b"x" * 52 + b'"}'  # 64 bytes of JSON
@@ -315,15 +317,6 @@ def _pct(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
 
 
-def _median(values: list[Any]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
-
-
 def _cpu_s(pid: int) -> float | None:
     """User + system CPU seconds of ``pid`` so far (Linux /proc), None if unknown or gone."""
     try:
@@ -578,7 +571,7 @@ class Bench:
             "added_ms": {f"p{q}": _pct(added, q / 100) for q in (50, 95, 99)},
             "added_ms_mean": statistics.fmean(added) if added else None,
             "worker_ms_p50": _pct(sorted(worker), 0.5),
-            "schedule_lag_ms_p99": _median([r["lag_ms_p99"] for r in results]),
+            "schedule_lag_ms_p99": median([r["lag_ms_p99"] for r in results]),
             "schedule_lag_ms_max": max(
                 (r["lag_ms_max"] for r in results if r["lag_ms_max"] is not None), default=None
             ),
@@ -586,7 +579,7 @@ class Bench:
             "cpu_us_per_rpc": cpu_us,
             "per_worker_rpcs": {
                 "min": min(per_worker, default=0),
-                "median": _median(per_worker),
+                "median": median(per_worker),
                 "max": max(per_worker, default=0),
                 "idle_workers": sum(1 for n in per_worker if n == 0),
             },
@@ -596,22 +589,22 @@ class Bench:
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The median of every figure over the repeats (errors summed)."""
     row: dict[str, Any] = {
-        "rate_rps": _median([r["rate_rps"] for r in runs]),
-        "throughput_rps": _median([r["throughput_rps"] for r in runs]),
+        "rate_rps": median([r["rate_rps"] for r in runs]),
+        "throughput_rps": median([r["throughput_rps"] for r in runs]),
         "errors": sum(r["errors"] for r in runs),
         "latency_ms": {},
         "added_ms": {},
         "cpu_pct": {},
         "cpu_us_per_rpc": {},
-        "schedule_lag_ms_p99": _median([r["schedule_lag_ms_p99"] for r in runs]),
-        "worker_ms_p50": _median([r["worker_ms_p50"] for r in runs]),
+        "schedule_lag_ms_p99": median([r["schedule_lag_ms_p99"] for r in runs]),
+        "worker_ms_p50": median([r["worker_ms_p50"] for r in runs]),
     }
     for key in ("latency_ms", "added_ms"):
         for q in ("p50", "p95", "p99"):
-            row[key][q] = _median([r[key][q] for r in runs])
+            row[key][q] = median([r[key][q] for r in runs])
     for key in ("cpu_pct", "cpu_us_per_rpc"):
         for role in ("gateway", "workers", "callers", "other"):
-            row[key][role] = _median([r[key].get(role) for r in runs])
+            row[key][role] = median([r[key].get(role) for r in runs])
     return row
 
 
@@ -779,15 +772,15 @@ def main(argv: list[str] | None = None) -> int:
         lat, add = row["latency_ms"], row["added_ms"]
         pct, us = row["cpu_pct"], row["cpu_us_per_rpc"]
         print(
-            f"{label:<13} {_fmt(row['rate_rps'], ',.0f'):>7} "
-            f"{_fmt(row['throughput_rps'], ',.0f'):>7} {row['errors']:>6} | "
-            f"{_fmt(lat['p50'], '.2f'):>11} {_fmt(lat['p95'], '.2f'):>6} "
-            f"{_fmt(lat['p99'], '.2f'):>6} | {_fmt(add['p50'], '.2f'):>9} "
-            f"{_fmt(add['p95'], '.2f'):>6} {_fmt(add['p99'], '.2f'):>6} | "
-            f"{_fmt(pct['gateway'], '.0f'):>9} {_fmt(pct['workers'], '.0f'):>7} "
-            f"{_fmt(pct['callers'], '.0f'):>7} {_fmt(pct['other'], '.0f'):>5} | "
-            f"{_fmt(us['gateway'], '.0f'):>14} {_fmt(us['workers'], '.0f'):>7} "
-            f"{_fmt(us['callers'], '.0f'):>7}"
+            f"{label:<13} {fmt(row['rate_rps'], ',.0f'):>7} "
+            f"{fmt(row['throughput_rps'], ',.0f'):>7} {row['errors']:>6} | "
+            f"{fmt(lat['p50'], '.2f'):>11} {fmt(lat['p95'], '.2f'):>6} "
+            f"{fmt(lat['p99'], '.2f'):>6} | {fmt(add['p50'], '.2f'):>9} "
+            f"{fmt(add['p95'], '.2f'):>6} {fmt(add['p99'], '.2f'):>6} | "
+            f"{fmt(pct['gateway'], '.0f'):>9} {fmt(pct['workers'], '.0f'):>7} "
+            f"{fmt(pct['callers'], '.0f'):>7} {fmt(pct['other'], '.0f'):>5} | "
+            f"{fmt(us['gateway'], '.0f'):>14} {fmt(us['workers'], '.0f'):>7} "
+            f"{fmt(us['callers'], '.0f'):>7}"
         )
     print()
     summary_header = (
@@ -798,13 +791,13 @@ def main(argv: list[str] | None = None) -> int:
     print(summary_header)
     add = headline["added_ms"]
     print(
-        f"{args.callers:>7} {args.workers:>7} {_fmt(sat['throughput_rps'], ',.0f'):>16} "
-        f"{errors:>6} {_fmt(headline['rate_rps'], ',.0f'):>11} {_fmt(add['p50'], '.2f'):>9} "
-        f"{_fmt(add['p95'], '.2f'):>5} {_fmt(add['p99'], '.2f'):>6} "
+        f"{args.callers:>7} {args.workers:>7} {fmt(sat['throughput_rps'], ',.0f'):>16} "
+        f"{errors:>6} {fmt(headline['rate_rps'], ',.0f'):>11} {fmt(add['p50'], '.2f'):>9} "
+        f"{fmt(add['p95'], '.2f'):>5} {fmt(add['p99'], '.2f'):>6} "
         f"{'yes' if met else 'no':>10} {f'{load_before:.2f} / {load_after:.2f}':>17} {cores:>5}"
     )
     print()
-    sat_runs = ", ".join(_fmt(r["throughput_rps"], ",.0f") for r in runs["closed"])
+    sat_runs = ", ".join(fmt(r["throughput_rps"], ",.0f") for r in runs["closed"])
     print(f"saturation per repeat: {sat_runs} req/s")
     for name, per in runs.items():
         spread = [r["per_worker_rpcs"] for r in per]
@@ -819,8 +812,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, row in rows.items():
         if name != "closed":
             print(
-                f"{name}: callers' schedule lag p99 {_fmt(row['schedule_lag_ms_p99'], '.2f')} ms; "
-                f"worker time p50 {_fmt(row['worker_ms_p50'], '.3f')} ms"
+                f"{name}: callers' schedule lag p99 {fmt(row['schedule_lag_ms_p99'], '.2f')} ms; "
+                f"worker time p50 {fmt(row['worker_ms_p50'], '.3f')} ms"
             )
     print(
         f"target (p95 added latency at {at} < {TARGET_P95_MS:g} ms, no errors): "
@@ -853,14 +846,7 @@ def main(argv: list[str] | None = None) -> int:
             "pids": {"fleet": fleet_pids, "callers": callers.sup.pids},
             "left_behind": left,
         }
-        line = json.dumps(payload)
-        if args.json == "-":
-            print(line)
-        else:
-            path = Path(args.json)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(line + "\n", encoding="utf-8")
-            print(f"wrote {path}")
+        write_json(payload, args.json)
     return 0
 
 
