@@ -45,7 +45,7 @@ def _natural(name: str) -> tuple[Any, ...]:
 def utilization_grid(
     results: Any, bin_s: float | None = None, max_rows: int = MAX_ROWS
 ) -> UtilizationGrid | None:
-    """The heatmap's numbers; ``None`` when the run has no load reports (live runs, so far)."""
+    """The heatmap's numbers; ``None`` when the run has no load reports (AutoGen workers)."""
     reports = getattr(results, "load_reports", None)
     if reports is None or reports.empty:
         return None
@@ -94,7 +94,7 @@ def utilization_heatmap(
     fig, ax = _figure(ax, (11, 5.5))
     if grid is None:
         ax.set_title("Worker utilization over time")
-        _empty(ax, "No load reports in this run (the live driver does not keep them yet)")
+        _empty(ax, "No load reports in this run (AutoGen workers send none)")
         return fig
     cmap = ListedColormap(colormaps["magma"](np.linspace(0, 1, 256))).with_extremes(bad=NO_REPORT)
     n = len(grid.rows)

@@ -401,3 +401,33 @@ def test_a_client_that_never_opens_its_stream_is_dropped(monkeypatch: pytest.Mon
         assert "ghost" not in gw.clients and "ghost" not in gw.registry.workers
 
     run(body)
+
+
+def test_stats_return_the_load_reports_since_a_time_only_when_asked() -> None:
+    from labkit.live.pb import labkit_pb2, labkit_pb2_grpc
+
+    async def body(gw: LiveGateway, _: Running, channel: grpc.aio.Channel) -> None:
+        worker = await Peer(channel, "w").open()
+        await worker.stub.RegisterAgent(
+            pb.RegisterAgentTypeRequest(type="echo"), metadata=worker.md
+        )
+        admin = labkit_pb2_grpc.LabkitGatewayStub(channel)
+        report = labkit_pb2.LoadReport(client_id="w", cpu=0.25, active=3, capacity=4)
+        assert (await admin.ReportLoad(report)).known
+        middle = gw.load_history[-1][0]
+        await asyncio.sleep(0.01)
+        report.cpu, report.active = 0.75, 1
+        await admin.ReportLoad(report)
+        # a stranger's report is refused and not kept
+        assert not (await admin.ReportLoad(labkit_pb2.LoadReport(client_id="x"))).known
+        plain = await admin.Stats(labkit_pb2.StatsRequest())
+        assert len(plain.load) == 0
+        every = await admin.Stats(labkit_pb2.StatsRequest(with_load=True))
+        assert [(s.worker, s.cpu, s.active) for s in every.load] == [("w", 0.25, 3), ("w", 0.75, 1)]
+        later = await admin.Stats(
+            labkit_pb2.StatsRequest(with_load=True, load_since_monotonic_s=middle + 1e-6)
+        )
+        assert [s.cpu for s in later.load] == [0.75]
+        worker.close()
+
+    run(body)

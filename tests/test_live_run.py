@@ -115,6 +115,13 @@ def test_a_killed_worker_loses_in_flight_requests_and_the_rest_fail_over(tmp_pat
     # per-worker served counts include what w-1 served before it was killed
     assert int(res.workers["served"].sum()) == len(rec)
     assert int(res.workers.set_index("worker").loc["w-1", "served"]) > 0
+    # the workers' load reports, on the run's clock: w-1 goes silent when killed
+    reports = res.load_reports
+    assert set(reports["worker"].astype(str)) == {"w-0", "w-1", "w-2"}
+    assert reports["t_s"].min() >= 0 and reports["utilization"].between(0, 1).all()
+    w1 = reports[reports["worker"] == "w-1"]["t_s"]
+    assert len(w1) >= 2 and w1.max() < 2.5
+    assert (reports[reports["worker"] == "w-0"]["t_s"] > 4).any()
     assert not any(alive(p) for p in sup.pids)
 
 

@@ -72,6 +72,8 @@ DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 API_KEY_HEADER = "x-api-key"
 #: how long a client known only from unary calls may wait for its OpenChannel stream
 UNATTACHED_GRACE_S = 5.0
+#: load reports the gateway keeps for ``Stats(with_load=True)``
+LOAD_HISTORY = 50_000
 _ERROR_PREFIX = "labkit gateway: "
 
 
@@ -178,6 +180,9 @@ class LiveGateway:
         self._fault_rng = random.Random(self.config.seed + 1)
         #: membership changes as the registry announced them (monotonic time, worker, health)
         self.events: list[tuple[float, str, str]] = []
+        #: load reports as received (monotonic time, worker, cpu, active), for the
+        #: utilization heatmap; bounded, at a labkit worker's 2 reports/s ≈ 8 min of 50 workers
+        self.load_history: deque[tuple[float, str, float, int]] = deque(maxlen=LOAD_HISTORY)
         self.registry.add_listener(
             lambda worker, old, new, now: self.events.append((time.monotonic(), worker, str(new)))
         )
@@ -675,6 +680,7 @@ class LiveGateway:
         if client is None or not client.types:
             return False
         client.last_report = report
+        self.load_history.append((time.monotonic(), report.client_id, report.cpu, report.active))
         load = LoadReport(
             cpu=report.cpu,
             active=report.active,
@@ -685,7 +691,7 @@ class LiveGateway:
         )
         return self.registry.heartbeat(report.client_id, self.now(), load)
 
-    def stats(self) -> Any:
+    def stats(self, request: Any = None) -> Any:
         in_flight: dict[str, int] = {}
         for p in self.pending.values():
             if p.worker is not None:
@@ -713,7 +719,17 @@ class LiveGateway:
             labkit_pb2.GatewayEvent(monotonic_s=t, worker=w, source="registry", event=e)
             for t, w, e in self.events
         ]
-        return labkit_pb2.StatsResponse(counters=counters, workers=workers, events=events)
+        load = []
+        if request is not None and request.with_load:
+            since = request.load_since_monotonic_s
+            load = [
+                labkit_pb2.LoadSample(monotonic_s=t, worker=w, cpu=cpu, active=active)
+                for t, w, cpu, active in self.load_history
+                if t >= since
+            ]
+        return labkit_pb2.StatsResponse(
+            counters=counters, workers=workers, events=events, load=load
+        )
 
     def inject_fault(self, request: Any) -> Any:
         client = self.clients.get(request.client_id)
@@ -921,7 +937,8 @@ def _labkit_handler(gw: LiveGateway) -> grpc.GenericRpcHandler:
         return labkit_pb2.LoadReportAck(known=known, slowdown=slowdown).SerializeToString()
 
     async def stats(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return gw.stats().SerializeToString()
+        message = await _decode(labkit_pb2.StatsRequest, request, context)
+        return gw.stats(message).SerializeToString()
 
     async def inject_fault(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         message = await _decode(labkit_pb2.FaultRequest, request, context)

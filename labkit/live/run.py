@@ -43,7 +43,7 @@ from labkit.errors import LabkitError
 from labkit.live.loadgen import LoadGenerator
 from labkit.live.pb import labkit_pb2, labkit_pb2_grpc
 from labkit.results import Results, build_results
-from labkit.results.frames import events_frame, faults_frame
+from labkit.results.frames import events_frame, faults_frame, load_reports_frame
 from labkit.scenario import Scenario
 from labkit.sim.workload import workload_streams
 
@@ -154,11 +154,15 @@ async def wait_registered(address: str, count: int, timeout: float) -> None:
     raise LabkitError(f"fewer than {count} workers registered within {timeout:g} s")
 
 
-async def gateway_stats(address: str) -> Any:
-    """The gateway's ``Stats``: counters, every connected client, membership events."""
+async def gateway_stats(address: str, load_since: float | None = None) -> Any:
+    """The gateway's ``Stats``: counters, every connected client, membership events, and with
+    ``load_since`` (monotonic seconds) the load reports received since then."""
+    request = labkit_pb2.StatsRequest(
+        with_load=load_since is not None, load_since_monotonic_s=load_since or 0.0
+    )
     async with grpc.aio.insecure_channel(address) as channel:
         stub = labkit_pb2_grpc.LabkitGatewayStub(channel)
-        return await stub.Stats(labkit_pb2.StatsRequest(), timeout=5.0)
+        return await stub.Stats(request, timeout=5.0)
 
 
 def check_live(scenario: Scenario) -> None:
@@ -295,7 +299,7 @@ async def run_load(fleet: Fleet, scenario: Scenario, progress: Any = None) -> Re
         ticker.cancel()
     span = max(time.monotonic() - t0, scenario.duration_s)
     await asyncio.sleep(0.7)  # one more load report from every worker (every 0.5 s)
-    stats = await gateway_stats(fleet.address)
+    stats = await gateway_stats(fleet.address, load_since=result.t0_monotonic)
     base = {ws.client_id: ws for ws in before.workers if ws.client_id not in fleet.restarted}
     by_name = {ws.client_id: _since(ws, base.get(ws.client_id)) for ws in stats.workers}
     worker_names = result.workers
@@ -339,7 +343,22 @@ async def run_load(fleet: Fleet, scenario: Scenario, progress: Any = None) -> Re
     results.timing = pd.DataFrame(
         result.timing, columns=["arrival_s", "latency_ms", "worker_ms", "service_ms", "worker"]
     )
+    results.load_reports = _load_reports(stats, order, result.t0_monotonic)
     return results
+
+
+def _load_reports(stats: Any, workers: list[str], t0: float) -> pd.DataFrame:
+    """The labkit workers' load reports during the run, on its clock, in the simulator's
+    ``load_reports`` schema (AutoGen workers send none)."""
+    index = {name: i for i, name in enumerate(workers)}
+    rows = [s for s in stats.load if s.worker in index]
+    return load_reports_frame(
+        [s.monotonic_s - t0 for s in rows],
+        [index[s.worker] for s in rows],
+        [s.cpu for s in rows],
+        [s.active for s in rows],
+        workers,
+    )
 
 
 def _since(now: Any, before: Any | None) -> Any:
