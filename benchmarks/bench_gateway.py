@@ -43,7 +43,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchlib import fmt, median, write_json
+from benchlib import emit, fmt, median, run_child, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTOGEN_HOST_SCRIPT = Path(__file__).resolve().parent / "autogen_host.py"
@@ -64,11 +64,6 @@ class Blob:
     """The RPC's message and its reply: one 64-character string (JSON-serialised by AutoGen)."""
 
     data: str
-
-
-def emit(**fields: Any) -> None:
-    sys.stdout.write(json.dumps(fields) + "\n")
-    sys.stdout.flush()
 
 
 def _new_runtime(address: str) -> Any:
@@ -214,7 +209,6 @@ async def role_caller(
 
 def run_role(args: argparse.Namespace) -> int:
     import asyncio
-    import traceback
 
     async def main() -> None:
         watchdog = asyncio.ensure_future(_watch_parent(os.getppid()))
@@ -226,16 +220,7 @@ def run_role(args: argparse.Namespace) -> int:
         finally:
             watchdog.cancel()
 
-    status = 0
-    try:
-        asyncio.run(main())
-    except BaseException as exc:
-        emit(event="fatal", error=f"{type(exc).__name__}: {exc}")
-        traceback.print_exc(file=sys.stderr)
-        status = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)  # skip interpreter teardown: grpc's threads can delay exit
+    run_child(main())
 
 
 # -- processes ----------------------------------------------------------------------------------

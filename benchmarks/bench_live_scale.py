@@ -54,7 +54,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchlib import fmt, median, write_json
+from benchlib import emit, fmt, median, run_child, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENT_TYPE = "agent"
@@ -67,11 +67,6 @@ TARGET_P95_MS = 2.0
 
 
 # -- the caller processes (--role caller) -------------------------------------------------------
-def emit(**fields: Any) -> None:
-    sys.stdout.write(json.dumps(fields) + "\n")
-    sys.stdout.flush()
-
-
 class _Phase:
     """What one phase records in one caller process: completions, errors, samples."""
 
@@ -295,18 +290,7 @@ async def _caller_main(args: argparse.Namespace) -> None:
 
 
 def run_caller(args: argparse.Namespace) -> int:
-    import traceback
-
-    status = 0
-    try:
-        asyncio.run(_caller_main(args))
-    except BaseException as exc:
-        emit(event="fatal", error=f"{type(exc).__name__}: {exc}")
-        traceback.print_exc(file=sys.stderr)
-        status = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)  # skip interpreter teardown: grpc's threads can delay exit
+    run_child(_caller_main(args))
 
 
 # -- the supervisor side --------------------------------------------------------------------------

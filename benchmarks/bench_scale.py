@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -28,23 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchlib import peak_rss_mb
+
 SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "fleet_10k.yaml"
 #: targets from issue 7 (printed next to the figures, never asserted)
 TARGET_S = 30.0
 TARGET_RSS_MB = 1536.0
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident set: ``VmHWM`` on Linux (``getrusage`` elsewhere)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**10  # KiB
-    except OSError:
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, else KiB
 
 
 def child(overrides: list[str]) -> None:
@@ -53,7 +41,7 @@ def child(overrides: list[str]) -> None:
     from labkit.sim import simulate
 
     scenario = load_scenario(SCENARIO, overrides=overrides)
-    rss_before = _peak_rss_mb()
+    rss_before = peak_rss_mb()
     started = time.perf_counter()
     cpu = time.process_time()
     results = simulate(scenario)
@@ -68,7 +56,7 @@ def child(overrides: list[str]) -> None:
                 "sim_wall_s": wall,
                 "sim_cpu_s": cpu,
                 "rss_before_run_mb": rss_before,
-                "rss_peak_mb": _peak_rss_mb(),
+                "rss_peak_mb": peak_rss_mb(),
                 "p99_ms": summary["latency_ms"]["p99"],
                 "completed": summary["requests"]["completed"],
             }

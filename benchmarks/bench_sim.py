@@ -21,7 +21,6 @@ import math
 import os
 import platform
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import simpy
+from benchlib import peak_rss_mb
 
 LAM = 720.0  # arrivals per second
 MU = 100.0  # services per second per server (mean 10 ms)
@@ -144,23 +144,6 @@ def erlang_c_mean_ms() -> float:
     return 1000.0 * (1 / MU + p_wait / (C * MU - LAM))
 
 
-def _peak_rss_mb() -> float:
-    """Peak resident set of this process so far.
-
-    On Linux ``VmHWM`` is read from /proc: ``getrusage`` would also count the parent's peak,
-    which a forked child inherits and keeps across exec.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**10  # KiB
-    except OSError:
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, else KiB
-
-
 def child(model: str, n: int, seed: int) -> None:
     """One run in a fresh process, printing its peak RSS (after imports, and at the end)."""
     run = RUNNERS[model]
@@ -169,9 +152,9 @@ def child(model: str, n: int, seed: int) -> None:
         import labkit.sim  # noqa: F401
     elif model == "ciw":
         import ciw  # type: ignore[import-not-found]  # noqa: F401
-    baseline = _peak_rss_mb()
+    baseline = peak_rss_mb()
     run(n, seed)
-    print(json.dumps({"rss_after_imports_mb": baseline, "rss_peak_mb": _peak_rss_mb()}))
+    print(json.dumps({"rss_after_imports_mb": baseline, "rss_peak_mb": peak_rss_mb()}))
 
 
 def memory(model: str, n: int, seed: int) -> dict[str, float]:

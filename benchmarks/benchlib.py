@@ -1,4 +1,4 @@
-"""Small pieces the live benchmarks share: medians over repeats, table cells, the JSON line.
+"""Small pieces the benchmarks share: medians, table cells, JSON lines, child processes, RSS.
 
 Benchmarks run as scripts (``python benchmarks/bench_x.py``), so this module is imported from
 the script's own directory, not from the labkit package: it is benchmark-only code.
@@ -7,9 +7,14 @@ the script's own directory, not from the labkit package: it is benchmark-only co
 from __future__ import annotations
 
 import json
+import os
+import resource
 import statistics
+import sys
+import traceback
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 
 def median(values: list[Any]) -> float | None:
@@ -32,3 +37,43 @@ def write_json(payload: dict[str, Any], dest: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(line + "\n", encoding="utf-8")
     print(f"wrote {path}")
+
+
+def emit(**fields: Any) -> None:
+    """One JSON line on stdout: how a benchmark's child processes report to their parent."""
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+def run_child(main: Coroutine[Any, Any, None]) -> NoReturn:
+    """Run a child process's asyncio ``main``, report a crash as a ``fatal`` line, and exit
+    without interpreter teardown (grpc's threads can delay a normal exit)."""
+    import asyncio
+
+    status = 0
+    try:
+        asyncio.run(main)
+    except BaseException as exc:
+        emit(event="fatal", error=f"{type(exc).__name__}: {exc}")
+        traceback.print_exc(file=sys.stderr)
+        status = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set in MB.
+
+    On Linux ``VmHWM`` is read from /proc: ``getrusage`` would also count the parent's peak,
+    which a forked child inherits and keeps across exec.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10  # KiB
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, else KiB
