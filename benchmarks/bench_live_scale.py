@@ -19,6 +19,13 @@ all the workers. Each repeat runs two phases against the same fleet:
   the **added latency** = client latency − worker time: the caller's and the worker's gRPC
   stacks, four loopback hops and the gateway — everything but the worker's handling.
 
+Every RPC is traced (``labkit.live.trace``): the gateway and the workers stamp it on one clock,
+so the added latency splits into the four hops and the gateway's own handling, and the report
+says which part is large. Before the fleet starts, a bare ``grpc.aio`` echo process gives the
+floor: the round trip of two hops with nothing else in the way. ``--worker-procs K`` hosts the
+same workers (each still its own client id, channel and stream, the same ``LabkitWorker``) in K
+processes instead of one each, to show what 50 Python processes on 2 cores cost.
+
 The median over ``--repeats`` of each figure is reported, errors are summed. CPU seconds per
 process class (gateway, workers summed, callers summed) are read from ``/proc`` over each
 measured window, and the whole machine's busy time from ``/proc/stat`` (``other``: what other
@@ -26,6 +33,7 @@ jobs on a shared machine took meanwhile).
 
     python benchmarks/bench_live_scale.py [--repeats R] [--seconds S] [--json [PATH]]
     python benchmarks/bench_live_scale.py --callers 4 --workers 2 --caller-procs 2 --seconds 1
+    python benchmarks/bench_live_scale.py --worker-procs 2 --fractions 0.1,0.5
 
 A script, not a test: nothing here asserts on wall-clock times.
 """
@@ -56,6 +64,8 @@ from typing import Any
 
 from benchlib import emit, fmt, median, run_child, write_json
 
+from labkit.live.trace import SEGMENTS, TRACE_KEY, segments_ms
+
 ROOT = Path(__file__).resolve().parents[1]
 AGENT_TYPE = "agent"
 PAYLOAD = b'{"data": "' + b"x" * 52 + b'"}'  # 64 bytes of JSON
@@ -81,6 +91,8 @@ class _Phase:
         self.worker_ms: list[float] = []
         self.service_ms: list[float] = []
         self.lag_ms: list[float] = []  # open loop: how late each send was against its schedule
+        #: per RPC, the ``labkit.live.trace.SEGMENTS`` (ms): where its latency went
+        self.segments: list[tuple[float, ...]] = []
         self.sent = 0
 
 
@@ -119,6 +131,7 @@ class _Client:
                 data_type="bench.Blob", data_content_type="application/json", data=PAYLOAD
             ),
         )
+        request.metadata[TRACE_KEY] = "1"
         message = pb.Message(request=request)
         self.pending[rid] = (time.perf_counter(), future, self.phase)
         await self.call.write(message)
@@ -158,6 +171,7 @@ class _Client:
                         phase.latency_ms.append((now - sent) * 1000)
                         phase.worker_ms.append(float(md.get(WORKER_MS_KEY, "nan")))
                         phase.service_ms.append(float(md.get(SERVICE_MS_KEY, "nan")))
+                        phase.segments.append(segments_ms(sent, md, now))
                 if future is not None and not future.done():
                     future.set_result(None)
         except grpc.aio.AioRpcError as exc:
@@ -255,6 +269,7 @@ async def _run_phase(clients: list[_Client], command: dict[str, Any]) -> dict[st
         "latency_ms": [round(v, 4) for v in phase.latency_ms],
         "worker_ms": [round(v, 4) for v in phase.worker_ms],
         "service_ms": [round(v, 4) for v in phase.service_ms],
+        "segments_ms": [[round(v, 4) for v in seg] for seg in phase.segments],
         "lag_ms_p99": _pct(sorted(phase.lag_ms), 0.99),
         "lag_ms_max": max(phase.lag_ms, default=None),
     }
@@ -291,6 +306,95 @@ async def _caller_main(args: argparse.Namespace) -> None:
 
 def run_caller(args: argparse.Namespace) -> int:
     run_child(_caller_main(args))
+
+
+# -- the worker host processes (--role workers, with --worker-procs) -----------------------------
+async def _workers_main(args: argparse.Namespace) -> None:
+    """Several labkit workers in one process: each its own ``LabkitWorker`` (client id, channel,
+    OpenChannel stream, load reports), as the ``labkit worker`` process runs one."""
+    from labkit.live.worker import LabkitWorker, WorkerOptions
+
+    service_ms = float(args.service_ms)
+    workers = [
+        LabkitWorker(
+            WorkerOptions(
+                gateway=args.gateway,
+                agent_types=(AGENT_TYPE,),
+                name=name,
+                concurrency=args.worker_concurrency,
+                service_ms=lambda: service_ms,
+                seed=i,
+            )
+        )
+        for i, name in enumerate(args.names.split(","))
+    ]
+    await asyncio.gather(*(w.run() for w in workers))
+
+
+def run_workers(args: argparse.Namespace) -> int:
+    run_child(_workers_main(args))
+
+
+# -- the floor: a bare grpc.aio echo (--role echo) ------------------------------------------------
+ECHO_METHOD = "/labkit.bench.Echo/Echo"
+FLOOR_ROUND_TRIPS = 3000
+FLOOR_WARMUP = 200
+
+
+async def _echo_main(args: argparse.Namespace) -> None:
+    """A bidirectional stream that sends every message straight back: the least a gRPC hop pair
+    can cost in this stack, with no gateway, no routing and no worker logic."""
+    import grpc
+
+    async def echo(requests: Any, context: Any) -> Any:
+        async for message in requests:
+            yield message
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "labkit.bench.Echo", {"Echo": grpc.stream_stream_rpc_method_handler(echo)}
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    emit(event="ready", port=port)
+    await server.wait_for_termination()
+
+
+def run_echo(args: argparse.Namespace) -> int:
+    run_child(_echo_main(args))
+
+
+async def _floor_round_trips(port: int) -> list[float]:
+    import grpc
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.stream_stream(ECHO_METHOD)()
+        message = PAYLOAD + b"x" * 64  # about the size of a traced RPC frame
+        rtts = []
+        for _ in range(FLOOR_WARMUP + FLOOR_ROUND_TRIPS):
+            t = time.perf_counter()
+            await call.write(message)
+            await call.read()
+            rtts.append((time.perf_counter() - t) * 1000)
+        call.cancel()
+    return sorted(rtts[FLOOR_WARMUP:])
+
+
+def measure_floor(logdir: Path) -> dict[str, float | None]:
+    """Sequential round trips (two hops) to a bare echo process on an idle fleet-less machine:
+    the four hops of a gateway RPC cannot cost less than two of these."""
+    echo = CallerProcs(logdir)
+    try:
+        echo.spawn("echo", ["--role", "echo"])
+        port = int(echo.wait_all("ready", READY_TIMEOUT_S)[0]["port"])
+        rtts = asyncio.run(_floor_round_trips(port))
+    finally:
+        echo.close()
+    return {f"p{q}": _pct(rtts, q / 100) for q in (50, 95, 99)}
 
 
 # -- the supervisor side --------------------------------------------------------------------------
@@ -470,14 +574,88 @@ def wait_for_quiet(limit: float, max_wait_s: float) -> list[float]:
     return seen
 
 
-class Bench:
-    def __init__(self, args: argparse.Namespace, session: Any, callers: CallerProcs) -> None:
-        self.args = args
-        self.session = session
-        self.callers = callers
-        procs = session.processes()
+class SessionFleet:
+    """One process per worker, as ``labkit live`` starts them (``LiveSession``)."""
+
+    def __init__(self, scenario: Any) -> None:
+        from labkit.live.session import LiveSession
+
+        self.session = LiveSession(scenario, startup_timeout_s=START_TIMEOUT_S)
+        self.address = ""
+        self.gateway_pid = 0
+        self.worker_pids: list[int] = []
+        self.names: list[str] = []
+
+    def start(self) -> None:
+        self.session.start()
+        procs = self.session.processes()
+        self.address = self.session.address
         self.gateway_pid = int(procs.loc[procs["name"] == "gateway", "pid"].iloc[0])
         self.worker_pids = [int(p) for p in procs.loc[procs["name"] != "gateway", "pid"]]
+        self.names = list(self.session.workers)
+
+    @property
+    def pids(self) -> list[int]:
+        return self.session.pids
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class PackedFleet:
+    """The same gateway and the same workers (``LabkitWorker``, each its own client id, channel
+    and stream), but hosted ``--worker-procs`` to a process: the gateway sees the same 50
+    connections, the machine runs a few processes instead of 50."""
+
+    def __init__(self, scenario: Any, args: argparse.Namespace, logdir: Path) -> None:
+        from labkit.live.run import Supervisor
+
+        self.scenario = scenario
+        self.args = args
+        self.sup = Supervisor()
+        self.hosts = CallerProcs(logdir)
+        self.address = ""
+        self.gateway_pid = 0
+        self.worker_pids: list[int] = []
+        self.names: list[str] = []
+
+    def start(self) -> None:
+        from labkit.core.faults import worker_name
+        from labkit.live.run import start_gateway, wait_registered
+
+        args = self.args
+        gateway, self.address = start_gateway(self.scenario, self.sup, START_TIMEOUT_S)
+        self.gateway_pid = gateway.popen.pid
+        self.names = [worker_name(i) for i in range(args.workers)]
+        for i in range(args.worker_procs):
+            names = self.names[i :: args.worker_procs]
+            self.hosts.spawn(
+                f"workers-{i}",
+                [
+                    *("--role", "workers", "--gateway", self.address, "--names", ",".join(names)),
+                    *("--service-ms", repr(args.service_ms)),
+                    *("--worker-concurrency", str(args.worker_concurrency)),
+                ],
+            )
+        self.worker_pids = self.hosts.pids
+        asyncio.run(wait_registered(self.address, args.workers, START_TIMEOUT_S))
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.gateway_pid, *self.worker_pids] if self.gateway_pid else []
+
+    def close(self) -> None:
+        self.hosts.close()
+        self.sup.close()
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, fleet: Any, callers: CallerProcs) -> None:
+        self.args = args
+        self.fleet = fleet
+        self.callers = callers
+        self.gateway_pid = fleet.gateway_pid
+        self.worker_pids = fleet.worker_pids
 
     def _cpu(self) -> dict[str, float | None]:
         def total(pids: list[int]) -> float | None:
@@ -493,9 +671,10 @@ class Bench:
         }
 
     def _forwarded(self) -> dict[str, int]:
-        stats = self.session.stats()
-        names = [n for n in self.session.workers if n in stats.index]
-        return {n: int(stats.loc[n, "forwarded"]) for n in names}
+        from labkit.live.run import gateway_stats
+
+        stats = asyncio.run(gateway_stats(self.fleet.address))
+        return {w.client_id: int(w.forwarded) for w in stats.workers}
 
     def phase(self, mode: str, rate: float | None = None) -> dict[str, Any]:
         args = self.args
@@ -516,7 +695,7 @@ class Bench:
         timeout = args.warmup + args.seconds + DRAIN_TIMEOUT_S + 30.0
         results = self.callers.wait_all("result", timeout)
         after = self._forwarded()
-        per_worker = [after.get(n, 0) - before.get(n, 0) for n in self.session.workers]
+        per_worker = [after.get(n, 0) - before.get(n, 0) for n in self.fleet.names]
 
         latency = [v for r in results for v in r["latency_ms"]]
         worker = [v for r in results for v in r["worker_ms"]]
@@ -539,6 +718,7 @@ class Bench:
             cpu_us[role] = 1e6 * spent / completed if spent is not None and completed else None
         errors = sum(r["errors"] + r["stuck"] + r["broken"] for r in results)
         error_texts = [t for r in results for t in r["error_texts"] + r["broken_texts"]][:5]
+        segments = [seg for r in results for seg in r["segments_ms"]]
         return {
             "mode": mode,
             "rate_rps": rate,
@@ -555,6 +735,7 @@ class Bench:
             "added_ms": {f"p{q}": _pct(added, q / 100) for q in (50, 95, 99)},
             "added_ms_mean": statistics.fmean(added) if added else None,
             "worker_ms_p50": _pct(sorted(worker), 0.5),
+            "segments_ms": segment_percentiles(segments),
             "schedule_lag_ms_p99": median([r["lag_ms_p99"] for r in results]),
             "schedule_lag_ms_max": max(
                 (r["lag_ms_max"] for r in results if r["lag_ms_max"] is not None), default=None
@@ -568,6 +749,30 @@ class Bench:
                 "idle_workers": sum(1 for n in per_worker if n == 0),
             },
         }
+
+
+#: what the segment table shows besides ``labkit.live.trace.SEGMENTS``: the gateway's own
+#: handling both ways (its share of the added latency), and the four hops together
+GATEWAY_OWN = "gateway, both ways"
+HOPS = "four hops"
+
+
+def segment_percentiles(segments: list[list[float]]) -> dict[str, dict[str, float | None]]:
+    """p50 / p95 / p99 of each traced segment (``labkit.live.trace``) over one phase's RPCs,
+    plus the gateway's own handling and the four hops, summed per RPC."""
+    index = {name: i for i, name in enumerate(SEGMENTS)}
+    parts = {name: (name,) for name in SEGMENTS}
+    parts[GATEWAY_OWN] = ("gateway", "gateway_reply")
+    parts[HOPS] = ("to_gateway", "to_worker", "from_worker", "to_caller")
+    out: dict[str, dict[str, float | None]] = {}
+    for name, members in parts.items():
+        values = sorted(
+            v
+            for seg in segments
+            if not math.isnan(v := sum(seg[index[m]] for m in members))  # a worker's unstamped
+        )
+        out[name] = {f"p{q}": _pct(values, q / 100) for q in (50, 95, 99)}
+    return out
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -586,6 +791,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("latency_ms", "added_ms"):
         for q in ("p50", "p95", "p99"):
             row[key][q] = median([r[key][q] for r in runs])
+    row["segments_ms"] = {
+        name: {q: median([r["segments_ms"][name][q] for r in runs]) for q in ("p50", "p95", "p99")}
+        for name in runs[0]["segments_ms"]
+    }
     for key in ("cpu_pct", "cpu_us_per_rpc"):
         for role in ("gateway", "workers", "callers", "other"):
             row[key][role] = median([r[key].get(role) for r in runs])
@@ -627,17 +836,31 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PATH",
         help="also print every figure as one JSON line (or write it to PATH)",
     )
-    parser.add_argument("--role", choices=("caller",), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker-procs",
+        type=int,
+        default=0,
+        help="host the workers in this many processes (default 0: one process per worker, "
+        "as `labkit live` runs them)",
+    )
+    parser.add_argument("--role", choices=("caller", "workers", "echo"), help=argparse.SUPPRESS)
+    parser.add_argument("--names", help=argparse.SUPPRESS)
     parser.add_argument("--gateway", help=argparse.SUPPRESS)
     parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.role == "caller":
         return run_caller(args)
+    if args.role == "workers":
+        return run_workers(args)
+    if args.role == "echo":
+        return run_echo(args)
     if args.callers < 1 or args.workers < 1 or args.caller_procs < 1 or args.repeats < 1:
         parser.error("--callers, --workers, --caller-procs and --repeats must be >= 1")
+    if args.worker_procs < 0:
+        parser.error("--worker-procs must be >= 0")
     args.caller_procs = min(args.caller_procs, args.callers)
+    args.worker_procs = min(args.worker_procs, args.workers)
 
-    from labkit.live.session import LiveSession
     from labkit.scenario import load_scenario
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so every finally runs
@@ -646,12 +869,13 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     tmp = Path(tempfile.mkdtemp(prefix="bench_live_scale."))
     scenario = load_scenario(write_scenario(tmp / "live_scale.yaml", args))
-    session = LiveSession(scenario, startup_timeout_s=START_TIMEOUT_S)
+    fleet = PackedFleet(scenario, args, tmp) if args.worker_procs else SessionFleet(scenario)
     callers = CallerProcs(tmp)
     runs: dict[str, list[dict[str, Any]]] = {"closed": []}
     for f in args.fractions:
         runs[f"open {f:g}"] = []
     fleet_pids: list[int] = []
+    floor: dict[str, float | None] = {}
     left: list[int] = []
     startup_s = 0.0
     failed = False
@@ -661,9 +885,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
+        floor = measure_floor(tmp)
         t0 = time.monotonic()
-        session.start()
-        fleet_pids = session.pids
+        fleet.start()
+        fleet_pids = fleet.pids
         startup_s = time.monotonic() - t0
         shares = [args.callers // args.caller_procs] * args.caller_procs
         for i in range(args.callers % args.caller_procs):
@@ -672,7 +897,7 @@ def main(argv: list[str] | None = None) -> int:
             callers.spawn(
                 f"caller-{i}",
                 [
-                    *("--role", "caller", "--gateway", session.address, "--index", str(i)),
+                    *("--role", "caller", "--gateway", fleet.address, "--index", str(i)),
                     *("--callers", str(n), "--keys", str(args.keys)),
                 ],
             )
@@ -684,7 +909,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
-        bench = Bench(args, session, callers)
+        bench = Bench(args, fleet, callers)
         for repeat in range(args.repeats):
             print(f"  repeat {repeat + 1}/{args.repeats}: saturation …", file=sys.stderr)
             sat = bench.phase("closed")
@@ -705,7 +930,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(Exception):
             callers.send({"mode": "quit"})
         callers.close()
-        session.close()
+        fleet.close()
         left = callers.left() + [p for p in fleet_pids if _running(p)]
         if left:
             print(f"processes left behind: {left}", file=sys.stderr)
@@ -731,7 +956,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"cpu_count={cores}  Python {env['python']}  grpcio {env['grpcio']}  ({env['platform']})")
     print(
-        f"fleet: 1 labkit gateway + {args.workers} labkit workers (agent type '{AGENT_TYPE}', "
+        f"fleet: 1 labkit gateway + {args.workers} labkit workers in "
+        f"{args.worker_procs or args.workers} processes (agent type '{AGENT_TYPE}', "
         f"constant {args.service_ms:g} ms service, concurrency {args.worker_concurrency} each, "
         f"consistent hashing over {args.keys:,} keys); {args.callers} callers = "
         f"{args.caller_procs} processes, each caller its own client id, channel and OpenChannel "
@@ -799,6 +1025,29 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name}: callers' schedule lag p99 {fmt(row['schedule_lag_ms_p99'], '.2f')} ms; "
                 f"worker time p50 {fmt(row['worker_ms_p50'], '.3f')} ms"
             )
+    print()
+    open_rows = [k for k in rows if k != "closed"]
+    print(
+        "where the latency goes (ms; per-RPC stamps on one clock, labkit.live.trace): "
+        + " | ".join(f"{k.split()[1]}×sat p50 p95 p99" for k in open_rows)
+    )
+    for name in rows[headline_key]["segments_ms"]:
+        cells = []
+        for k in open_rows:
+            seg = rows[k]["segments_ms"][name]
+            cells.append(" ".join(f"{fmt(seg[q], '.3f'):>7}" for q in ("p50", "p95", "p99")))
+        print(f"  {name:<20} " + " | ".join(cells))
+    print(
+        "floor: a bare grpc.aio echo round trip (two hops; measured before the fleet starts), "
+        f"p50 / p95 / p99: {fmt(floor.get('p50'), '.3f')} / {fmt(floor.get('p95'), '.3f')} / "
+        f"{fmt(floor.get('p99'), '.3f')} ms, so four hops cost at least about twice that"
+    )
+    own = headline["segments_ms"][GATEWAY_OWN]["p95"]
+    print(
+        f"the gateway's own handling (both ways) at {at}: p95 {fmt(own, '.3f')} ms; "
+        "the rest of the added latency is the four hops: each side's gRPC stack, loopback and "
+        "the wait for a CPU of the process on the far side"
+    )
     print(
         f"target (p95 added latency at {at} < {TARGET_P95_MS:g} ms, no errors): "
         f"{'met' if met else 'not met'}"
@@ -825,6 +1074,9 @@ def main(argv: list[str] | None = None) -> int:
             "saturation_rps": sat["throughput_rps"],
             "half_saturation_rps": headline["rate_rps"],
             "added_ms_at_half": headline["added_ms"],
+            "segments_ms_at_half": headline["segments_ms"],
+            "floor_round_trip_ms": floor,
+            "worker_procs": args.worker_procs or args.workers,
             "target_p95_ms": TARGET_P95_MS,
             "target_met": met,
             "pids": {"fleet": fleet_pids, "callers": callers.sup.pids},

@@ -194,6 +194,18 @@ def _frame(results: Results, name: str) -> pd.DataFrame | None:
     return frame if frame is not None and not frame.empty else None
 
 
+def _latency_breakdown(results: Results) -> Figure:
+    from labkit.plots_breakdown import latency_breakdown_plot
+
+    return latency_breakdown_plot(results)
+
+
+def _has_breakdown(results: Results) -> bool:
+    from labkit.plots_breakdown import has_breakdown
+
+    return has_breakdown(results)
+
+
 def _has_state(results: Results) -> bool:
     return bool(results.summary.get("state")) and _frame(results, "state_ops") is not None
 
@@ -218,6 +230,7 @@ DATA_PLOTS: dict[str, tuple[str, Callable[[Results], Figure]]] = {
     "cache_hit_rate": ("Cache: where reads were served, over time", _cache_hit_rate),
     "batch_sizes": ("Batching: batch-size distribution", _batch_sizes),
     "batch_limit": ("Batching: adaptive limit and p99", _batch_limit),
+    "latency_breakdown": ("Live: where the latency went, hop by hop", _latency_breakdown),
 }
 #: when each data plot is drawn
 _DATA_PLOT_WHEN: dict[str, Callable[[Results], bool]] = {
@@ -226,6 +239,7 @@ _DATA_PLOT_WHEN: dict[str, Callable[[Results], bool]] = {
     "cache_hit_rate": _has_cache,
     "batch_sizes": _has_batching,
     "batch_limit": _has_adaptive,
+    "latency_breakdown": _has_breakdown,
 }
 #: what to read off each data plot, printed under it in report.html
 _DATA_NOTES: dict[str, str] = {
@@ -246,6 +260,11 @@ _DATA_NOTES: dict[str, str] = {
         "(size) or timed out (delay)."
     ),
     "batch_limit": "The AIMD limit of each gateway and the p99 it steered by, against the target.",
+    "latency_breakdown": (
+        "Each segment of a live RPC from stamps the gateway and the labkit workers add "
+        "(labkit.live.trace; one clock on one machine). The hops include each side's gRPC stack "
+        "and its wait for a CPU; shares are of the mean end-to-end time."
+    ),
 }
 #: Monte Carlo trials of the WARS overlay: about 1 % resolution, well under a second
 WARS_TRIALS = 20_000

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from labkit.live.trace import SEGMENTS
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_live_scale.py"
 TINY = ["--callers", "4", "--workers", "2", "--caller-procs", "2", "--repeats", "1"]
@@ -70,6 +72,33 @@ def test_tiny_run_reports_and_tears_down(tmp_path: Path) -> None:
     assert len(data["pids"]["fleet"]) == 3 and len(data["pids"]["callers"]) == 2
     assert data["left_behind"] == []
     assert _all_gone(pids) == []
+    # where the latency went: every traced segment measured, the gateway's own share in it
+    segments = data["segments_ms_at_half"]
+    assert set(segments) == {*SEGMENTS, "gateway, both ways", "four hops"}
+    assert all(segments[name]["p95"] is not None for name in segments)
+    assert segments["gateway, both ways"]["p50"] <= half["added_ms"]["p50"]
+    assert 0 < data["floor_round_trip_ms"]["p50"] <= data["floor_round_trip_ms"]["p99"]
+
+
+def test_workers_hosted_in_fewer_processes_all_serve_and_are_torn_down(tmp_path: Path) -> None:
+    out = tmp_path / "packed.json"
+    argv = [*TINY, "--workers", "3", "--worker-procs", "1", "--fractions", "0.5"]
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *argv, "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "3 labkit workers in 1 processes" in done.stdout
+    data = json.loads(out.read_text())
+    assert data["workers"] == 3 and data["worker_procs"] == 1 and data["errors"] == 0
+    assert len(data["pids"]["fleet"]) == 2  # the gateway and one process hosting 3 workers
+    spread = data["runs"]["closed"][0]["per_worker_rpcs"]
+    assert spread["min"] > 0 and spread["idle_workers"] == 0  # every hosted worker served
+    assert data["left_behind"] == []
+    assert _all_gone(data["pids"]["fleet"] + data["pids"]["callers"]) == []
 
 
 def test_interrupt_mid_run_leaves_nothing(tmp_path: Path) -> None:

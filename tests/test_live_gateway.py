@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -14,6 +16,16 @@ import pytest
 from labkit.live.gateway import LiveConfig, LiveGateway, Running, start
 from labkit.live.pb import agent_worker_pb2 as pb
 from labkit.live.pb import agent_worker_pb2_grpc as pb_grpc
+from labkit.live.trace import (
+    GATEWAY_IN,
+    GATEWAY_OUT,
+    GATEWAY_REPLY_IN,
+    GATEWAY_REPLY_OUT,
+    SEGMENTS,
+    STAMPS,
+    TRACE_KEY,
+    segments_ms,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -429,5 +441,45 @@ def test_stats_return_the_load_reports_since_a_time_only_when_asked() -> None:
         )
         assert [s.cpu for s in later.load] == [0.75]
         worker.close()
+
+    run(body)
+
+
+def test_a_traced_rpc_gets_the_gateways_stamps_and_an_untraced_one_none() -> None:
+    async def body(gw: LiveGateway, _: Running, channel: grpc.aio.Channel) -> None:
+        worker = await Peer(channel, "worker").open()
+        await worker.stub.RegisterAgent(
+            pb.RegisterAgentTypeRequest(type="echo"), metadata=worker.md
+        )
+        caller = await Peer(channel, "caller").open()
+        answers = {}
+        for rid, traced in (("plain", False), ("traced", True)):
+            req = pb.RpcRequest(request_id=rid, target=pb.AgentId(type="echo", key="k"))
+            if traced:
+                req.metadata[TRACE_KEY] = "1"
+            sent = time.monotonic()
+            caller.out.put_nowait(pb.Message(request=req))
+            forwarded = await worker.read()
+            # the request is forwarded as sent, the flag included: a labkit worker stamps too
+            assert (TRACE_KEY in forwarded.request.metadata) is traced
+            reply = pb.RpcResponse(request_id=forwarded.request.request_id)
+            worker.out.put_nowait(pb.Message(response=reply))
+            answer = await caller.read()
+            answers[rid] = (sent, answer.response.metadata, time.monotonic())
+        assert not set(STAMPS) & set(answers["plain"][1])
+        sent, md, received = answers["traced"]
+        # a worker that does not stamp (as AutoGen's): the gateway's segments and the callers'
+        # hops are there, the worker's three are not, and their sum is the gateway's gap
+        assert set(md) == {GATEWAY_IN, GATEWAY_OUT, GATEWAY_REPLY_IN, GATEWAY_REPLY_OUT}
+        seg = dict(zip(SEGMENTS, segments_ms(sent, md, received), strict=True))
+        for name in ("to_gateway", "gateway", "gateway_reply", "to_caller"):
+            assert 0 <= seg[name] < 5000, (name, seg)
+        assert all(math.isnan(seg[n]) for n in ("to_worker", "worker", "from_worker"))
+        gap = (float(md[GATEWAY_REPLY_IN]) - float(md[GATEWAY_OUT])) * 1000
+        assert gap > 0
+        total = sum(seg[n] for n in ("to_gateway", "gateway", "gateway_reply", "to_caller"))
+        assert total + gap == pytest.approx((received - sent) * 1000)
+        worker.close()
+        caller.close()
 
     run(body)

@@ -16,7 +16,9 @@ from labkit.core.outcomes import Detail
 from labkit.live.gateway import LiveGateway, start
 from labkit.live.loadgen import detail_of
 from labkit.live.run import Supervisor, run_live
+from labkit.live.trace import ADDED_COLUMNS, SEGMENTS
 from labkit.live.worker import LabkitWorker, WorkerOptions
+from labkit.plots_breakdown import has_breakdown, latency_breakdown
 from labkit.scenario import load_scenario
 from labkit.sim import simulate
 
@@ -78,6 +80,16 @@ def test_live_run_matches_the_simulators_schema_and_traffic(tmp_path: Path) -> N
     assert len(live.timing) == len(live.records)
     assert (live.timing["worker_ms"] <= live.timing["latency_ms"] + 1e-6).all()
     assert (live.timing["service_ms"] <= live.timing["worker_ms"] + 1e-6).all()
+    # and the per-hop stamps (one clock on one machine): every segment was measured, none runs
+    # backwards, and with the worker's time they make up the latency from the actual send
+    hops = live.timing[list(ADDED_COLUMNS)]
+    assert hops.notna().all().all() and (hops >= 0).all().all()
+    total = hops.sum(axis=1) + live.timing["worker_ms"]
+    assert (total <= live.timing["latency_ms"] + 0.01).all()
+    assert (total >= 0.5 * live.timing["latency_ms"]).mean() > 0.9
+    table = latency_breakdown(live)
+    assert list(table["segment"]) == list(SEGMENTS) and (table["samples"] == len(live.timing)).all()
+    assert not has_breakdown(sim)
     # real processes are slower than a zero-latency model, never faster
     assert live.summary["latency_ms"]["p50"] > sim.summary["latency_ms"]["p50"]
     assert sup.pids and not any(alive(p) for p in sup.pids)

@@ -62,6 +62,14 @@ from labkit.errors import NoWorkerAvailable
 from labkit.live.pb import agent_worker_pb2 as pb
 from labkit.live.pb import cloudevent_pb2 as ce
 from labkit.live.pb import labkit_pb2
+from labkit.live.trace import (
+    GATEWAY_IN,
+    GATEWAY_OUT,
+    GATEWAY_REPLY_IN,
+    GATEWAY_REPLY_OUT,
+    TRACE_KEY,
+    stamp,
+)
 from labkit.live.worker import ACK_TYPE_PREFIX, SERVICE_MS_KEY, WORKER_MS_KEY
 
 log = logging.getLogger("labkit.gateway")
@@ -128,6 +136,10 @@ class Pending:
     worker: Client | None = None
     sent_at: float = 0.0
     tried: list[str] = field(default_factory=list)
+    #: the caller asked for per-hop stamps (``labkit.live.trace``): the gateway's own, kept
+    #: here (CLOCK_MONOTONIC) until the reply carries them back
+    traced: bool = False
+    t_out: float = 0.0
 
 
 class LiveGateway:
@@ -407,6 +419,7 @@ class LiveGateway:
         # forwarded as received, under the gateway's id (the caller's is kept to answer it)
         message.request.request_id = gid
         p = Pending(caller, rid, message, now, self.policy.deadline(now))
+        p.traced = TRACE_KEY in request.metadata
         self.pending[gid] = p
         self._deadlines.append((p.deadline, gid))
         if self._deadline_timer is None:
@@ -444,6 +457,8 @@ class LiveGateway:
         p.worker = worker
         p.sent_at = now
         self.policy.local.dispatched(name)
+        if p.traced:
+            p.t_out = time.monotonic()
         frame = p.message.SerializeToString()
         if worker.extra_s > 0:
             asyncio.get_running_loop().call_later(worker.extra_s, worker.out.put_nowait, frame)
@@ -496,6 +511,12 @@ class LiveGateway:
             worker.failed += 1
             self.counters["rpc_errors"] += 1
             self._count_reason("worker_error")
+        if p.traced:
+            md, started = reply.metadata, self._started
+            stamp(md, GATEWAY_IN, p.arrival + started)
+            stamp(md, GATEWAY_OUT, p.t_out)
+            stamp(md, GATEWAY_REPLY_IN, now + started)
+            stamp(md, GATEWAY_REPLY_OUT, time.monotonic())
         if p.caller.connected:
             p.caller.out.put_nowait(message.SerializeToString())
 

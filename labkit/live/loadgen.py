@@ -27,6 +27,7 @@ from labkit.core.routing import SubscriptionIndex, TopicId, TypePrefixSubscripti
 from labkit.live.pb import agent_worker_pb2 as pb
 from labkit.live.pb import agent_worker_pb2_grpc as pb_grpc
 from labkit.live.pb import cloudevent_pb2 as ce
+from labkit.live.trace import ADDED_INDEX, TRACE_KEY, segments_ms
 from labkit.live.worker import (
     ACK_ATTRIBUTE,
     ACK_TYPE_PREFIX,
@@ -81,6 +82,7 @@ class _Sent:
     kind: int = 0  # RPC or PUBLISH
     fanout: int = 0  # a publish: deliveries expected
     delivered: int = 0
+    sent_at: float = 0.0  # CLOCK_MONOTONIC when handed to the stream (per-hop timing)
 
 
 @dataclass
@@ -91,9 +93,10 @@ class LoadResult:
     late_replies: int
     started_wall: float
     lag_s: float  # how far behind schedule the generator fell at worst (its own limit)
-    #: per completed request: arrival (s), latency, and the worker's own account (ms) of its
-    #: time (queue + service) and of the service alone — what calibration separates
-    timing: list[tuple[float, float, float, float, str]] = field(default_factory=list)
+    #: per completed request: arrival (s), latency, the worker's own account (ms) of its time
+    #: (queue + service) and of the service alone — what calibration separates — then the
+    #: worker's name and the ``labkit.live.trace.ADDED`` segments (ms) of the rest
+    timing: list[tuple[Any, ...]] = field(default_factory=list)
     t0_monotonic: float = 0.0  # the run's time zero on CLOCK_MONOTONIC
 
 
@@ -123,7 +126,7 @@ class LoadGenerator:
         pending: dict[str, _Sent] = {}  # RPCs by request id, publishes by event id
         out: asyncio.Queue[pb.Message | None] = asyncio.Queue()
         late = 0
-        timing: list[tuple[float, float, float, float, str]] = []
+        timing: list[tuple[Any, ...]] = []
         deadline_s = self.sc.gateway.timeout_ms / 1000 + CLIENT_GRACE_S
         finished = asyncio.Event()
         arrivals_done = False
@@ -213,7 +216,9 @@ class LoadGenerator:
                     worker = md.get(WORKER_METADATA_KEY, "")
                     if WORKER_MS_KEY in md:
                         sent = pending[rid]
-                        end = time.monotonic() - t0
+                        received = time.monotonic()
+                        end = received - t0
+                        hops = segments_ms(sent.sent_at, md, received)
                         timing.append(
                             (
                                 sent.arrival,
@@ -221,6 +226,7 @@ class LoadGenerator:
                                 float(md[WORKER_MS_KEY]),
                                 float(md.get(SERVICE_MS_KEY, "nan")),
                                 worker,
+                                *(hops[i] for i in ADDED_INDEX),
                             )
                         )
                     record(rid, detail_of(response.error), worker)
@@ -245,7 +251,7 @@ class LoadGenerator:
                     self._publish(next_id, t, key, ack_type, subscriptions, pending, out, record)
                     continue
                 rid = str(next_id)
-                pending[rid] = _Sent(t, type_index, key)
+                sent = pending[rid] = _Sent(t, type_index, key)
                 request = pb.RpcRequest(
                     request_id=rid,
                     target=pb.AgentId(type=self.types[type_index], key=self.key_names[key]),
@@ -255,6 +261,8 @@ class LoadGenerator:
                         data=b'{"n": %d}' % next_id,
                     ),
                 )
+                request.metadata[TRACE_KEY] = "1"
+                sent.sent_at = time.monotonic()
                 out.put_nowait(pb.Message(request=request))
             arrivals_done = True
             if pending:

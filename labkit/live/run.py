@@ -42,6 +42,7 @@ from labkit.core.faults import FaultInstance, plan_faults, worker_name
 from labkit.errors import LabkitError
 from labkit.live.loadgen import LoadGenerator
 from labkit.live.pb import labkit_pb2, labkit_pb2_grpc
+from labkit.live.trace import ADDED_COLUMNS
 from labkit.results import Results, build_results
 from labkit.results.frames import events_frame, faults_frame, load_reports_frame
 from labkit.scenario import Scenario
@@ -246,15 +247,21 @@ class Fleet:
         return proc
 
 
+def start_gateway(scenario: Scenario, sup: Supervisor, timeout: float) -> tuple[_Proc, str]:
+    """Start the scenario's gateway on a free port of 127.0.0.1; returns it and its address
+    once it listens."""
+    source = str(Path(scenario.source).resolve())  # type: ignore[arg-type]
+    gateway = sup.spawn("gateway", ["gateway", "--scenario", source, "--port", "0"])
+    line = _read_line(gateway, "labkit gateway listening on ", timeout)
+    return gateway, line.split(" on ", 1)[1].split(" ")[0]
+
+
 async def start_fleet(
     scenario: Scenario, sup: Supervisor, timeout: float = STARTUP_TIMEOUT_S
 ) -> Fleet:
     """Start the gateway (on a free port of 127.0.0.1) and the workers, and wait until every
     worker has registered; the processes belong to ``sup``, which the caller must close."""
-    source = str(Path(scenario.source).resolve())  # type: ignore[arg-type]
-    gateway = sup.spawn("gateway", ["gateway", "--scenario", source, "--port", "0"])
-    line = _read_line(gateway, "labkit gateway listening on ", timeout)
-    address = line.split(" on ", 1)[1].split(" ")[0]
+    gateway, address = start_gateway(scenario, sup, timeout)
     w = scenario.workers
     speeds = w.speed.sample(workload_streams(scenario.seed).speeds, w.count)
     fleet = Fleet(
@@ -341,7 +348,8 @@ async def run_load(fleet: Fleet, scenario: Scenario, progress: Any = None) -> Re
         events=_events(stats, faults, result.t0_monotonic),
     )
     results.timing = pd.DataFrame(
-        result.timing, columns=["arrival_s", "latency_ms", "worker_ms", "service_ms", "worker"]
+        result.timing,
+        columns=["arrival_s", "latency_ms", "worker_ms", "service_ms", "worker", *ADDED_COLUMNS],
     )
     results.load_reports = _load_reports(stats, order, result.t0_monotonic)
     return results

@@ -32,6 +32,7 @@ import grpc
 from labkit.live.pb import agent_worker_pb2 as pb
 from labkit.live.pb import agent_worker_pb2_grpc as pb_grpc
 from labkit.live.pb import labkit_pb2, labkit_pb2_grpc
+from labkit.live.trace import TRACE_KEY, WORKER_IN, WORKER_OUT, stamp
 
 log = logging.getLogger("labkit.worker")
 
@@ -222,6 +223,9 @@ class LabkitWorker:
         response.metadata[WORKER_METADATA_KEY] = self.client_id
         response.metadata[SERVICE_MS_KEY] = f"{served_s * 1000:.4f}"
         response.metadata[WORKER_MS_KEY] = f"{rt_ms:.4f}"
+        if TRACE_KEY in request.metadata:
+            stamp(response.metadata, WORKER_IN, arrived)
+            stamp(response.metadata, WORKER_OUT, time.monotonic())
         out.put_nowait(pb.Message(response=response))
 
     def _recipients(self, topic_type: str) -> list[str]:
