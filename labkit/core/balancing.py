@@ -43,9 +43,9 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
 from typing import ClassVar
 
+from labkit.core.config import DEFAULT_WEIGHTS, BalancerConfig
 from labkit.core.hashring import HashRing
 from labkit.core.registry import LoadReport, Pool, RegistryView, WorkerId
 from labkit.errors import NoWorkerAvailable
@@ -61,8 +61,6 @@ STRATEGIES = (
     "peak_ewma",
     "consistent_hash",
 )
-
-DEFAULT_WEIGHTS = {"response_time": 0.4, "cpu": 0.3, "connections": 0.2, "errors": 0.1}
 
 
 class LocalLoad:
@@ -113,17 +111,6 @@ class LocalLoad:
     def forget(self, worker_id: WorkerId) -> None:
         self._est_ms.pop(worker_id, None)
         self._stamp.pop(worker_id, None)
-
-
-@dataclass(frozen=True, slots=True)
-class BalancerConfig:
-    strategy: str = "round_robin"
-    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    d: int = 2
-    sample: int | None = None  # adaptive: score this many random workers (None = all)
-    vnodes: int = 100  # consistent_hash
-    bounded_load: float | None = None  # consistent_hash: c > 1, None = unbounded
-    ewma_tau_s: float = 10.0  # peak_ewma decay
 
 
 class Balancer:
