@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 SCENARIO ?= scenarios/quickstart.yaml
 
-.PHONY: run test lint bench bench-scale clean browser
+.PHONY: run test lint bench bench-scale clean browser compile uncompile
 
 PROTOS := $(wildcard protos/*.proto)
 
@@ -54,5 +54,15 @@ bench: $(BENCH_STAMP)
 bench-scale: $(STAMP)
 	$(BIN)/python benchmarks/bench_scale.py
 
-clean:
+# Optional: the simulator's hot path (labkit/_compiled.py MODULES) compiled with mypyc, in
+# place (a .so beside each .py; importing labkit refuses a .so older than an edit to its .py).
+compile: $(STAMP)
+	$(BIN)/python -m pip install --quiet mypy==2.4.1
+	LABKIT_COMPILE=1 $(BIN)/python setup.py build_ext --inplace
+
+uncompile:
+	rm -rf build labkit__mypyc*.so labkit/_compiled_manifest.json
+	find labkit -name '*.so' -delete
+
+clean: uncompile
 	rm -rf $(VENV) out artifacts .pytest_cache .ruff_cache .hypothesis

@@ -91,15 +91,18 @@ def main(argv: list[str] | None = None) -> int:
     runs = [run_once(args.set) for _ in range(args.repeats)]
     import simpy
 
+    from labkit._compiled import is_compiled
+
     env = {
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "simpy": simpy.__version__,
         "platform": platform.platform(),
+        "labkit_build": "mypyc" if is_compiled() else "pure Python",
     }
     print(
         f"cpu_count={env['cpu_count']}  Python {env['python']}  SimPy {env['simpy']}  "
-        f"({env['platform']})"
+        f"labkit {env['labkit_build']}  ({env['platform']})"
     )
     overrides = f" with {' '.join(args.set)}" if args.set else ""
     print(

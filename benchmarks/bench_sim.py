@@ -200,15 +200,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.memory:
             rows[name].update(memory(name, args.requests, args.seed))
 
+    from labkit._compiled import is_compiled
+
     env = {
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "simpy": simpy.__version__,
         "platform": platform.platform(),
+        "labkit_build": "mypyc" if is_compiled() else "pure Python",
     }
     print(
         f"cpu_count={env['cpu_count']}  Python {env['python']}  SimPy {env['simpy']}  "
-        f"({env['platform']})"
+        f"labkit {env['labkit_build']}  ({env['platform']})"
     )
     print(
         f"load: λ={LAM:g}/s, μ={MU:g}/s, c={C}, ρ={LAM / (C * MU):.2f}; horizon "

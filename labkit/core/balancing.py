@@ -43,8 +43,9 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from typing import ClassVar
 
+from labkit.core.config import DEFAULT_WEIGHTS, BalancerConfig
 from labkit.core.hashring import HashRing
 from labkit.core.registry import LoadReport, Pool, RegistryView, WorkerId
 from labkit.errors import NoWorkerAvailable
@@ -60,8 +61,6 @@ STRATEGIES = (
     "peak_ewma",
     "consistent_hash",
 )
-
-DEFAULT_WEIGHTS = {"response_time": 0.4, "cpu": 0.3, "connections": 0.2, "errors": 0.1}
 
 
 class LocalLoad:
@@ -114,21 +113,10 @@ class LocalLoad:
         self._stamp.pop(worker_id, None)
 
 
-@dataclass(frozen=True, slots=True)
-class BalancerConfig:
-    strategy: str = "round_robin"
-    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    d: int = 2
-    sample: int | None = None  # adaptive: score this many random workers (None = all)
-    vnodes: int = 100  # consistent_hash
-    bounded_load: float | None = None  # consistent_hash: c > 1, None = unbounded
-    ewma_tau_s: float = 10.0  # peak_ewma decay
-
-
 class Balancer:
     """Base: subclasses implement ``_pick`` over a non-empty candidate sequence."""
 
-    name = "base"
+    name: ClassVar[str] = "base"
 
     def __init__(
         self, config: BalancerConfig, local: LocalLoad, view: RegistryView, rng: random.Random
@@ -168,11 +156,20 @@ class Balancer:
 class RoundRobin(Balancer):
     name = "round_robin"
 
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+    def __init__(
+        self, config: BalancerConfig, local: LocalLoad, view: RegistryView, rng: random.Random
+    ) -> None:
+        super().__init__(config, local, view, rng)
         self._next = 0
 
-    def _pick(self, candidates, pool, key, now, exclude):  # type: ignore[no-untyped-def]
+    def _pick(
+        self,
+        candidates: Sequence[WorkerId],
+        pool: Pool,
+        key: str,
+        now: float,
+        exclude: Collection[WorkerId] | None,
+    ) -> WorkerId:
         i = self._next
         self._next = i + 1
         return candidates[i % len(candidates)]
@@ -181,14 +178,28 @@ class RoundRobin(Balancer):
 class RandomChoice(Balancer):
     name = "random"
 
-    def _pick(self, candidates, pool, key, now, exclude):  # type: ignore[no-untyped-def]
+    def _pick(
+        self,
+        candidates: Sequence[WorkerId],
+        pool: Pool,
+        key: str,
+        now: float,
+        exclude: Collection[WorkerId] | None,
+    ) -> WorkerId:
         return candidates[int(self.rng.random() * len(candidates))]
 
 
 class LeastConnections(Balancer):
     name = "least_connections"
 
-    def _pick(self, candidates, pool, key, now, exclude):  # type: ignore[no-untyped-def]
+    def _pick(
+        self,
+        candidates: Sequence[WorkerId],
+        pool: Pool,
+        key: str,
+        now: float,
+        exclude: Collection[WorkerId] | None,
+    ) -> WorkerId:
         inflight = self.local.inflight
         n = len(candidates)
         start = int(self.rng.random() * n)
@@ -209,7 +220,14 @@ class LeastConnections(Balancer):
 class WeightedResponseTime(Balancer):
     name = "weighted_response_time"
 
-    def _pick(self, candidates, pool, key, now, exclude):  # type: ignore[no-untyped-def]
+    def _pick(
+        self,
+        candidates: Sequence[WorkerId],
+        pool: Pool,
+        key: str,
+        now: float,
+        exclude: Collection[WorkerId] | None,
+    ) -> WorkerId:
         report = self.view.report
         rts = [report(w).rt_ewma_ms for w in candidates]
         known = [rt for rt in rts if rt > 0]
@@ -221,7 +239,14 @@ class WeightedResponseTime(Balancer):
 class CpuBased(Balancer):
     name = "cpu_based"
 
-    def _pick(self, candidates, pool, key, now, exclude):  # type: ignore[no-untyped-def]
+    def _pick(
+        self,
+        candidates: Sequence[WorkerId],
+        pool: Pool,
+        key: str,
+        now: float,
+        exclude: Collection[WorkerId] | None,
+    ) -> WorkerId:
         report = self.view.report
         n = len(candidates)
         start = int(self.rng.random() * n)
@@ -238,12 +263,21 @@ class CpuBased(Balancer):
 class Adaptive(Balancer):
     name = "adaptive"
 
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+    def __init__(
+        self, config: BalancerConfig, local: LocalLoad, view: RegistryView, rng: random.Random
+    ) -> None:
+        super().__init__(config, local, view, rng)
         w = normalise_weights(self.config.weights)
         self._w = (w["response_time"], w["cpu"], w["connections"], w["errors"])
 
-    def _pick(self, candidates, pool, key, now, exclude):  # type: ignore[no-untyped-def]
+    def _pick(
+        self,
+        candidates: Sequence[WorkerId],
+        pool: Pool,
+        key: str,
+        now: float,
+        exclude: Collection[WorkerId] | None,
+    ) -> WorkerId:
         k = self.config.sample
         if k is not None and k < len(candidates):
             candidates = self.rng.sample(candidates, k)
@@ -299,7 +333,13 @@ def _sample_distinct(rng: random.Random, candidates: Sequence[WorkerId], d: int)
 class PowerOfDChoices(Balancer):
     name = "p2c"
 
-    def pick(self, pool, key, now, exclude=None):  # type: ignore[no-untyped-def]
+    def pick(
+        self,
+        pool: Pool,
+        key: str,
+        now: float,
+        exclude: Collection[WorkerId] | None = None,
+    ) -> WorkerId:
         """``Balancer.pick`` with the common case (d = 2, nothing excluded) inlined: it runs
         once per request, and the simulator's speed is mostly the number of calls it makes."""
         healthy = pool.healthy
@@ -315,7 +355,14 @@ class PowerOfDChoices(Balancer):
             return b if inflight.get(b, 0) < inflight.get(a, 0) else a
         return Balancer.pick(self, pool, key, now, exclude)
 
-    def _pick(self, candidates, pool, key, now, exclude):  # type: ignore[no-untyped-def]
+    def _pick(
+        self,
+        candidates: Sequence[WorkerId],
+        pool: Pool,
+        key: str,
+        now: float,
+        exclude: Collection[WorkerId] | None,
+    ) -> WorkerId:
         inflight = self.local.inflight
         n = len(candidates)
         if self.config.d == 2 and n > 1:  # the common case, inlined: it runs per request
@@ -339,7 +386,7 @@ class PowerOfDChoices(Balancer):
 class PeakEwma(Balancer):
     name = "peak_ewma"
     #: cost of a worker with requests in flight but no latency sample yet (Finagle's penalty)
-    PENALTY_MS = 1e6
+    PENALTY_MS: ClassVar[float] = 1e6
 
     def _cost(self, w: WorkerId, now: float) -> float:
         pending = self.local.inflight.get(w, 0)
@@ -348,7 +395,14 @@ class PeakEwma(Balancer):
             return self.PENALTY_MS + pending
         return est * (pending + 1)
 
-    def _pick(self, candidates, pool, key, now, exclude):  # type: ignore[no-untyped-def]
+    def _pick(
+        self,
+        candidates: Sequence[WorkerId],
+        pool: Pool,
+        key: str,
+        now: float,
+        exclude: Collection[WorkerId] | None,
+    ) -> WorkerId:
         choice = _sample_distinct(self.rng, candidates, self.config.d)
         return min(choice, key=lambda w: self._cost(w, now))
 
@@ -356,8 +410,10 @@ class PeakEwma(Balancer):
 class ConsistentHash(Balancer):
     name = "consistent_hash"
 
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+    def __init__(
+        self, config: BalancerConfig, local: LocalLoad, view: RegistryView, rng: random.Random
+    ) -> None:
+        super().__init__(config, local, view, rng)
         self._rings: dict[str, tuple[tuple[WorkerId, ...], HashRing]] = {}
 
     def ring(self, pool: Pool) -> HashRing:
@@ -367,13 +423,20 @@ class ConsistentHash(Balancer):
             self._rings[pool.agent_type] = cached
         return cached[1]
 
-    def _pick(self, candidates, pool, key, now, exclude):  # type: ignore[no-untyped-def]
+    def _pick(
+        self,
+        candidates: Sequence[WorkerId],
+        pool: Pool,
+        key: str,
+        now: float,
+        exclude: Collection[WorkerId] | None,
+    ) -> WorkerId:
         ring = self.ring(pool)
         healthy = pool.healthy_set
         c = self.config.bounded_load
         cap = math.inf
         if c is not None:
-            cap = math.ceil(c * (self.local.total + 1) / len(candidates))
+            cap = float(math.ceil(c * (self.local.total + 1) / len(candidates)))
         inflight = self.local.inflight
         fallback: WorkerId | None = None
         for w in ring.walk(key):

@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 
 from labkit.core.balancing import Balancer, LocalLoad
-from labkit.core.breaker import BreakerConfig, CircuitBreakers
+from labkit.core.breaker import CircuitBreakers
+from labkit.core.config import GatewayConfig
+from labkit.core.config import RetryPolicy as RetryPolicy  # re-exported: it was defined here
 from labkit.core.outcomes import FAILURE_SIGNALS, RETRYABLE, Detail
-from labkit.core.outlier import OutlierConfig, OutlierDetector
+from labkit.core.outlier import OutlierDetector
 from labkit.core.registry import Pool, Registry, RegistryView, StrongView, WorkerId
-from labkit.core.retry_budget import RetryBudget, RetryBudgetConfig
+from labkit.core.retry_budget import RetryBudget
 from labkit.errors import NoWorkerAvailable
 
 #: how a gateway's passive checks treat a worker, least to most blocked (the codes of
@@ -74,44 +75,6 @@ class TokenBucket:
             return True
         self._tokens = tokens
         return False
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Up to ``max_attempts`` attempts in all; full-jitter exponential backoff between them.
-
-    AWS's full jitter: sleep U(0, min(cap, base·2^(n-1))) before attempt n+1, which spreads
-    retries of a synchronized failure instead of re-synchronising them.
-    """
-
-    max_attempts: int = 1
-    base_s: float = 0.005
-    cap_s: float = 0.2
-
-    def backoff(self, attempts_made: int, rng: random.Random) -> float:
-        # past 64 doublings any base exceeds any cap (and 2**n would overflow a float later)
-        if attempts_made > 64:
-            ceiling = self.cap_s
-        else:
-            ceiling = min(self.cap_s, self.base_s * (2 ** (attempts_made - 1)))
-        return rng.random() * ceiling
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayConfig:
-    overhead_s: float = 0.0
-    timeout_s: float = 2.0
-    retry: RetryPolicy = RetryPolicy()
-    rate_limit_rps: float | None = None
-    rate_limit_burst: float = 1.0
-    api_keys: frozenset[str] | None = None  # None: no auth
-    attempt_timeout_s: float | None = None  # None: an attempt may take the whole deadline
-    retry_budget: RetryBudgetConfig | None = None  # None: retries limited by attempts only
-    hedge_after_s: float | None = None  # None: no hedged requests
-    hedge_max_extra: int = 1
-    outlier: OutlierConfig | None = None
-    breaker: BreakerConfig | None = None
-    panic_threshold: float = 0.5
 
 
 class GatewayPolicy:

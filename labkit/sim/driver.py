@@ -179,6 +179,17 @@ class Attempt:
         "write",
     )
 
+    # declared for type checkers (and mypyc, which compiles them into a fixed C layout)
+    active: bool
+    base: int
+    req: Request
+    result: Detail
+    t_end: float
+    t_sent: float
+    t_worker: float
+    worker: int
+    write: int
+
 
 _NO_WRITE, _WRITE_DUE, _WROTE, _REJECTED = 0, 1, 2, 3
 
@@ -204,7 +215,7 @@ def _queued(worker: Worker) -> int:
     """Requests waiting in a worker's queue (its entries are batches when batching is on)."""
     queue = worker.queue
     if queue and type(queue[0]) is _Batch:
-        return sum(len(b.atts) for b in queue)  # type: ignore[attr-defined]
+        return sum(len(b.atts) for b in queue)
     return len(queue)
 
 
@@ -267,10 +278,12 @@ class Worker:
         self.concurrency = concurrency
         self.queue_limit = queue_limit if queue_limit is not None else 1 << 62
         self.busy = 0
-        self.queue: deque[Attempt] = deque()
+        # attempts, or ``_Batch``es when batching is on (typed ``Any``: a compiled build checks
+        # declared types at run time)
+        self.queue: deque[Any] = deque()
         # in service, in start order (a dict, not a set: a crash fails them in a reproducible
-        # order, and set order would follow memory addresses)
-        self.serving: dict[Attempt, None] = {}
+        # order, and set order would follow memory addresses); attempts or batches, as ``queue``
+        self.serving: dict[Any, None] = {}
         self.received = 0
         self.served = 0
         self.rejected = 0
@@ -296,7 +309,8 @@ class FleetSim:
         self.sc = sc = scenario
         self.env = env = simpy.Environment()
         # the pieces of Environment.schedule, bound once (see ``at``)
-        self._heap = env._queue
+        # entries of two shapes share it (see ``at``): typed loosely on purpose
+        self._heap: list[Any] = env._queue
         self._eid = env._eid
         self.progress = progress
         # children are numbered: adding streams at the end leaves the earlier ones unchanged;
@@ -554,7 +568,7 @@ class FleetSim:
                 if len(entry) == 5:
                     entry[3](entry[4])
                     continue
-                event = entry[3]
+                event: Any = entry[3]
                 callbacks, event.callbacks = event.callbacks, None
                 for callback in callbacks:
                     callback(event)
@@ -709,7 +723,7 @@ class FleetSim:
             req.hedges += 1
         worker = self.by_name[name]
         # Attempt(req, worker.index, now) without the call: two of these per request matter
-        att = _new_call(Attempt)
+        att = _new_attempt(Attempt)
         att.req = req
         att.worker = worker.index
         att.t_sent = now
@@ -829,7 +843,7 @@ class FleetSim:
                 self._send_back(worker, att)
         queue = worker.queue
         while queue:
-            nxt = queue.popleft()
+            nxt: Attempt = queue.popleft()
             if not nxt.active or nxt.req.deadline <= now:
                 # the caller's deadline travels with the request (as gRPC's does): a worker
                 # does not start work nobody is waiting for any more
@@ -917,10 +931,10 @@ class FleetSim:
         waiting = _queued(worker)
         if waiting + len(live) > worker.queue_limit:
             while queue and not queue[0].active:
-                worker.expired += len(queue.popleft().atts)  # type: ignore[attr-defined]
+                worker.expired += len(queue.popleft().atts)
             waiting = _queued(worker)
         if waiting + len(live) <= worker.queue_limit:
-            queue.append(batch)  # type: ignore[arg-type]
+            queue.append(batch)
             waiting += len(live)
             if waiting > worker.max_queue:
                 worker.max_queue = waiting
@@ -946,7 +960,7 @@ class FleetSim:
         worker.busy_ms += ms
         batch.t_end = now + ms / 1000
         if self.crashable:
-            worker.serving[batch] = None  # type: ignore[index]
+            worker.serving[batch] = None
         self.at(ms / 1000, self._on_batch_complete, batch)
 
     def _on_batch_complete(self, batch: _Batch) -> None:
@@ -965,7 +979,7 @@ class FleetSim:
                 self.at(latency, self._on_batch_complete, batch)
                 return
         if self.crashable:
-            del worker.serving[batch]  # type: ignore[arg-type]
+            del worker.serving[batch]
         worker.busy -= 1
         worker.served += len(atts)
         for a in atts:
@@ -980,7 +994,7 @@ class FleetSim:
         self._reply_batch(worker, atts)
         queue = worker.queue
         while queue:
-            nxt: _Batch = queue.popleft()  # type: ignore[assignment]
+            nxt: _Batch = queue.popleft()
             live = self._still_wanted(worker, nxt, now)
             if not live:
                 continue
@@ -1538,7 +1552,7 @@ class FleetSim:
     def _cache_log(self) -> dict[str, Any]:
         cache = self.cache
         assert cache is not None
-        l1 = {}
+        l1: dict[str, int] = {}
         for g in self.gw_caches:
             for k, v in g.counters.items():
                 l1[k] = l1.get(k, 0) + v
@@ -1612,7 +1626,10 @@ class _FifoTimer:
             self.armed = False
 
 
-_new_call = object.__new__
+# ``Attempt.__new__``, not ``object.__new__``: the same function in pure Python, but a class
+# compiled with mypyc refuses ``object.__new__`` (and mypyc compiles a call to
+# ``Attempt.__new__`` written at the call site into one to ``object.__new__``)
+_new_attempt = Attempt.__new__
 _UNIFORM = parse_distribution({"dist": "uniform", "low": 0, "high": 1}, unit="")
 
 
