@@ -56,12 +56,13 @@ bench-scale: $(STAMP)
 
 # Optional: the simulator's hot path (labkit/_compiled.py MODULES) compiled with mypyc, in
 # place (a .so beside each .py; importing labkit refuses a .so older than an edit to its .py).
+# An editable install, so that the shared library mypyc builds beside the package
+# (labkit__mypyc) is found from anywhere, as the package is.
 compile: $(STAMP)
-	$(BIN)/python -m pip install --quiet mypy==2.4.1
-	LABKIT_COMPILE=1 $(BIN)/python setup.py build_ext --inplace
+	LABKIT_COMPILE=1 $(BIN)/python -m pip install --quiet -e .
 
 uncompile:
-	rm -rf build labkit__mypyc*.so labkit/_compiled_manifest.json
+	rm -rf build/lib.* build/temp.* build/bdist.* labkit__mypyc*.so labkit/_compiled_manifest.json
 	find labkit -name '*.so' -delete
 
 clean: uncompile

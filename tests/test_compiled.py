@@ -1,0 +1,179 @@
+"""The optional compiled build (``make compile``: mypyc, ``LABKIT_COMPILE=1``) behaves exactly as
+pure Python.
+
+Compiled code checks declared types at run time and refuses some dynamic tricks (pickling
+frozen dataclasses, patching methods), so a wrong annotation only fails on the path that reaches
+it. Here the build is made the way ``make compile`` makes it, but in a copy of the package under
+``build/compiled/`` (never beside the sources, so the tests elsewhere keep running the code as
+written), and checked: it is compiled; every shipped scenario gives bit-identical results in both
+builds; the core, scenario and simulator tests pass against it; and an edited source beside a
+compiled module is refused at import.
+
+Without a C compiler or mypy this skips, except under ``LABKIT_REQUIRE_COMPILED=1`` (``.ci/run``
+sets it), where it fails instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labkit._compiled import MODULES
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "build" / "compiled"
+BUILD_TIMEOUT_S = 1200  # ≈ 1 min of gcc on a quiet 2-core machine, several on a busy one
+#: what runs against the compiled build besides the fingerprints: everything the compiled
+#: modules are exercised by, without live processes or notebooks
+SUITES = ("test_core_*.py", "test_sim_*.py", "test_scenario*.py", "test_distributions.py")
+
+pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S + 900)
+
+
+def _unavailable() -> str | None:
+    if importlib.util.find_spec("mypyc") is None:
+        return "mypy (mypyc) is not installed"
+    if shutil.which(os.environ.get("CC", "cc")) is None and shutil.which("gcc") is None:
+        return "no C compiler"
+    return None
+
+
+def _build_key() -> str:
+    """The compiled modules' sources, the build script and the compiler's version: a change to
+    any of them needs a new build, a change elsewhere only a fresh copy of the sources."""
+    import mypy.version
+
+    h = hashlib.sha256(mypy.version.__version__.encode())
+    for name in (*MODULES, "setup.py", "labkit/_compiled.py"):
+        h.update(name.encode() + b"\0" + (ROOT / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _copy_sources(dest: Path) -> None:
+    """A checkout in miniature: the package, the tests and the scenarios they read, so that
+    anything run there (pytest included, which puts its rootdir first on ``sys.path``) imports
+    the compiled copy, not the sources."""
+    for name in ("labkit", "tests", "scenarios"):
+        shutil.copytree(
+            ROOT / name,
+            dest / name,
+            ignore=shutil.ignore_patterns("__pycache__", "*.so", "_compiled_manifest.json"),
+            dirs_exist_ok=True,
+        )
+
+
+def _env(root: Path | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if root is not None:
+        env["PYTHONPATH"] = str(root)  # ahead of the editable install's finder
+    return env
+
+
+@pytest.fixture(scope="module")
+def compiled_root() -> Path:
+    reason = _unavailable()
+    if reason is not None:
+        if os.environ.get("LABKIT_REQUIRE_COMPILED") == "1":
+            pytest.fail(f"LABKIT_REQUIRE_COMPILED=1 but {reason}")
+        pytest.skip(reason)
+    dest = BUILD / _build_key()
+    if not (dest / "built").exists():
+        shutil.rmtree(BUILD, ignore_errors=True)  # one build kept
+        dest.mkdir(parents=True)
+        _copy_sources(dest)
+        for name in ("setup.py", "pyproject.toml"):
+            shutil.copy2(ROOT / name, dest / name)
+        done = subprocess.run(
+            [sys.executable, "setup.py", "build_ext", "--inplace"],
+            cwd=dest,
+            env={**_env(None), "LABKIT_COMPILE": "1"},
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        (dest / "built").touch()
+    else:
+        _copy_sources(dest)  # the interpreted modules as they are now
+    return dest
+
+
+def _python(
+    root: Path | None, *args: str, timeout: float = 600, expect_compiled: bool = False
+) -> subprocess.CompletedProcess:
+    """Run Python in ``root`` (a compiled copy) with it first on the path, or with ``None`` in
+    the checkout as installed (editable: the sources)."""
+    env = _env(root)
+    if expect_compiled:
+        env["LABKIT_EXPECT_COMPILED"] = "1"  # tests/conftest.py refuses a pure import
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=root or ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_the_build_compiles_every_listed_module(compiled_root: Path) -> None:
+    code = (
+        "import json, labkit, labkit.sim.driver; from labkit._compiled import compiled_modules, "
+        "is_compiled; print(json.dumps([labkit.__file__, is_compiled(), compiled_modules()]))"
+    )
+    done = _python(compiled_root, "-c", code)
+    assert done.returncode == 0, done.stderr[-3000:]
+    where, compiled, modules = json.loads(done.stdout)
+    assert Path(where).is_relative_to(compiled_root)
+    assert compiled is True and modules == list(MODULES)
+
+
+def test_every_shipped_scenario_gives_identical_results_compiled(compiled_root: Path) -> None:
+    script = Path("tests", "fingerprint_outputs.py")
+    folder = str(ROOT / "scenarios")  # the same paths: the summaries name their files
+    pure = _python(None, str(ROOT / script), folder)
+    compiled = _python(compiled_root, str(compiled_root / script), folder)
+    assert pure.returncode == 0, pure.stderr[-3000:]
+    assert compiled.returncode == 0, compiled.stderr[-3000:]
+    a, b = json.loads(pure.stdout), json.loads(compiled.stdout)
+    assert a["compiled"] is False, "the checkout itself is compiled: `make uncompile` first"
+    assert b["compiled"] is True
+    assert len(a["scenarios"]) == len(list((ROOT / "scenarios").glob("*.yaml")))
+    differ = {
+        name: [part for part in parts if parts[part] != b["scenarios"].get(name, {}).get(part)]
+        for name, parts in a["scenarios"].items()
+        if parts != b["scenarios"].get(name)
+    }
+    assert not differ, f"compiled results differ from pure Python: {differ}"
+
+
+def test_core_scenario_and_simulator_tests_pass_compiled(compiled_root: Path) -> None:
+    tests = compiled_root / "tests"
+    files = sorted({str(p.relative_to(compiled_root)) for s in SUITES for p in tests.glob(s)})
+    args = ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files]
+    done = _python(compiled_root, *args, timeout=900, expect_compiled=True)
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout
+
+
+def test_an_edited_source_beside_a_compiled_module_is_refused(
+    compiled_root: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "compiled"
+    shutil.copytree(
+        compiled_root, copy, ignore=shutil.ignore_patterns("build", "tests", "__pycache__")
+    )
+    edited = copy / "labkit" / "core" / "routing.py"
+    edited.write_text(edited.read_text() + "\n# an edit after the build\n")
+    done = _python(copy, "-c", "import labkit")
+    assert done.returncode != 0
+    assert "stale" in done.stderr and "labkit/core/routing.py" in done.stderr
+    assert "make compile" in done.stderr
