@@ -62,7 +62,8 @@ compile: $(STAMP)
 	LABKIT_COMPILE=1 $(BIN)/python -m pip install --quiet -e .
 
 uncompile:
-	rm -rf build/lib.* build/temp.* build/bdist.* labkit__mypyc*.so labkit/_compiled_manifest.json
+	rm -rf build/lib.* build/temp.* build/bdist.* build/__native* build/ops.txt build/labkit
+	rm -f labkit__mypyc*.so labkit/_compiled_manifest.json
 	find labkit -name '*.so' -delete
 
 clean: uncompile

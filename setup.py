@@ -10,11 +10,13 @@ import runpy
 from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 
 MYPY = "mypy==2.4.1"  # the version the compiled build was checked with
 
 ext_modules = []
 setup_requires = []
+cmdclass = {}
 if os.environ.get("LABKIT_COMPILE") == "1":
     try:
         from mypyc.build import mypycify
@@ -24,9 +26,28 @@ if os.environ.get("LABKIT_COMPILE") == "1":
         setup_requires = [MYPY]
     else:
         compiled = runpy.run_path("labkit/_compiled.py")
-        # the hashes the runtime guard checks (labkit/_compiled.py), written before compiling
-        manifest = Path("labkit", compiled["MANIFEST"])
-        manifest.write_text(json.dumps(compiled["source_hashes"](Path(".")), indent=1))
+        # the hashes the runtime guard checks (labkit/_compiled.py), of the sources as mypyc
+        # reads them now
+        hashes = json.dumps(compiled["source_hashes"](Path(".")), indent=1)
+
+        class BuildExtWithManifest(build_ext):
+            """Writes the guard's hashes only once the extensions are built: after a failed
+            rebuild there are none, so ``import labkit`` refuses the old extensions instead of
+            trusting them."""
+
+            def run(self) -> None:
+                name = compiled["MANIFEST"]
+                targets = [Path("labkit", name)]
+                if not self.inplace:  # a wheel: the copy that gets installed
+                    targets.append(Path(self.build_lib, "labkit", name))
+                for target in targets:
+                    target.unlink(missing_ok=True)
+                super().run()
+                for target in targets:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_text(hashes)
+
+        cmdclass["build_ext"] = BuildExtWithManifest
         ext_modules = mypycify(
             [
                 *compiled["MODULES"],
@@ -40,4 +61,4 @@ if os.environ.get("LABKIT_COMPILE") == "1":
             opt_level=os.environ.get("LABKIT_COMPILE_OPT", "3"),
         )
 
-setup(ext_modules=ext_modules, setup_requires=setup_requires)
+setup(ext_modules=ext_modules, setup_requires=setup_requires, cmdclass=cmdclass)

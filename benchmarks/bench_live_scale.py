@@ -133,7 +133,7 @@ class _Client:
         )
         request.metadata[TRACE_KEY] = "1"
         message = pb.Message(request=request)
-        self.pending[rid] = (time.perf_counter(), future, self.phase)
+        self.pending[rid] = (time.monotonic(), future, self.phase)
         await self.call.write(message)
 
     async def read(self) -> None:
@@ -141,7 +141,7 @@ class _Client:
 
         from labkit.live.worker import SERVICE_MS_KEY, WORKER_MS_KEY
 
-        clock = time.perf_counter
+        clock = time.monotonic
         try:
             while True:
                 message = await self.call.read()
@@ -192,7 +192,7 @@ async def _connect(client: _Client) -> None:
 
 async def _closed(client: _Client, phase: _Phase, until: float) -> None:
     loop = asyncio.get_running_loop()
-    while time.perf_counter() < until and client.broken is None:
+    while time.monotonic() < until and client.broken is None:
         future = loop.create_future()
         phase.sent += 1
         try:
@@ -206,14 +206,15 @@ async def _closed(client: _Client, phase: _Phase, until: float) -> None:
 
 
 async def _open(client: _Client, phase: _Phase, rate: float, start: float, until: float) -> None:
-    """Poisson arrivals at ``rate`` per second from ``start`` until ``until`` (perf_counter)."""
+    """Poisson arrivals at ``rate`` per second from ``start`` until ``until`` (seconds on
+    CLOCK_MONOTONIC, the clock of the gateway's and workers' stamps)."""
     rng = client.rng
     t = start + rng.expovariate(rate)
     while t < until and client.broken is None:
-        wait = t - time.perf_counter()
+        wait = t - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        lag = time.perf_counter() - t
+        lag = time.monotonic() - t
         if phase.start <= t < phase.end:
             phase.lag_ms.append(max(0.0, lag) * 1000)
         phase.sent += 1
@@ -229,7 +230,7 @@ async def _open(client: _Client, phase: _Phase, rate: float, start: float, until
 
 async def _run_phase(clients: list[_Client], command: dict[str, Any]) -> dict[str, Any]:
     warmup, seconds = float(command["warmup"]), float(command["seconds"])
-    begin = time.perf_counter()
+    begin = time.monotonic()
     phase = _Phase(begin + warmup, begin + warmup + seconds, by_send=command["mode"] == "open")
     for client in clients:
         client.phase = phase
@@ -241,8 +242,8 @@ async def _run_phase(clients: list[_Client], command: dict[str, Any]) -> dict[st
         tasks = [asyncio.create_task(_open(c, phase, per_client, begin, until)) for c in clients]
     await asyncio.gather(*tasks)
     # wait for the replies still owed (bounded); what never comes back is "stuck"
-    drain_end = time.perf_counter() + DRAIN_TIMEOUT_S
-    while time.perf_counter() < drain_end and any(
+    drain_end = time.monotonic() + DRAIN_TIMEOUT_S
+    while time.monotonic() < drain_end and any(
         e[2] is phase for c in clients for e in c.pending.values()
     ):
         await asyncio.sleep(0.01)
@@ -645,8 +646,10 @@ class PackedFleet:
         return [self.gateway_pid, *self.worker_pids] if self.gateway_pid else []
 
     def close(self) -> None:
-        self.hosts.close()
-        self.sup.close()
+        try:
+            self.hosts.close()
+        finally:
+            self.sup.close()
 
 
 class Bench:

@@ -11,6 +11,7 @@ compiled module's source no longer matches it.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -26,6 +27,8 @@ MODULES = (
     "labkit/results/records.py",
 )
 MANIFEST = "_compiled_manifest.json"
+#: the one library mypyc builds for all of them (``group_name="labkit"`` in setup.py)
+SHARED_LIBRARY = "labkit__mypyc"
 _ROOT = Path(__file__).resolve().parent  # the labkit package
 
 
@@ -49,6 +52,14 @@ def check() -> None:
     compiled = compiled_modules()
     if not compiled:
         return
+    if importlib.util.find_spec(SHARED_LIBRARY) is None:
+        # e.g. a plain `pip install -e .` after `make compile`: the modules' stubs are there,
+        # the library with their code is no longer on the path
+        raise ImportError(
+            f"labkit: compiled extensions are installed but their shared library "
+            f"{SHARED_LIBRARY} cannot be imported. Rebuild them (`make compile`) or remove "
+            "them (`make uncompile`)."
+        )
     try:
         recorded = json.loads((_ROOT / MANIFEST).read_text())
     except (OSError, ValueError):

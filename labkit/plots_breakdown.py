@@ -18,11 +18,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from labkit.live.trace import ADDED_COLUMNS, SEGMENTS
+from labkit.live.trace import ADDED_COLUMNS, SEGMENTS, SEND_LAG_COLUMN
 
 QUANTILES = (0.5, 0.95, 0.99)
+SEND_LAG = "send_lag"
 #: what each segment is, for the plot's labels
 LABELS = {
+    SEND_LAG: "load generator (late send)",
     "to_gateway": "caller → gateway",
     "gateway": "gateway",
     "to_worker": "gateway → worker",
@@ -50,15 +52,19 @@ def has_breakdown(results: Any) -> bool:
 
 
 def latency_breakdown(results: Any) -> pd.DataFrame:
-    """One row per segment in path order: p50 / p95 / p99 / mean (ms), the share of the mean
-    end-to-end time, and how many requests had it; empty without per-hop timings."""
+    """One row per segment in path order — first, when the run has it, how late the load
+    generator sent the request (a live latency counts from the scheduled arrival) — with
+    p50 / p95 / p99 / mean (ms), the segment's mean as a share of the mean latency, and how many
+    requests had it; empty without per-hop timings."""
     columns = ["segment", "p50", "p95", "p99", "mean", "share", "samples"]
     if not has_breakdown(results):
         return pd.DataFrame(columns=columns)
     timing = results.timing
+    names = ([SEND_LAG] if SEND_LAG_COLUMN in timing.columns else []) + list(SEGMENTS)
     rows = []
-    for name in SEGMENTS:
-        values = timing["worker_ms" if name == "worker" else f"{name}_ms"].to_numpy(float)
+    for name in names:
+        column = {"worker": "worker_ms", SEND_LAG: SEND_LAG_COLUMN}.get(name, f"{name}_ms")
+        values = timing[column].to_numpy(float)
         values = values[np.isfinite(values)]
         if len(values) == 0:
             rows.append([name, np.nan, np.nan, np.nan, np.nan, np.nan, 0])
@@ -66,7 +72,7 @@ def latency_breakdown(results: Any) -> pd.DataFrame:
         p50, p95, p99 = np.quantile(values, QUANTILES)
         rows.append([name, p50, p95, p99, float(values.mean()), np.nan, len(values)])
     frame = pd.DataFrame(rows, columns=columns)
-    frame["share"] = frame["mean"] / frame["mean"].sum()
+    frame["share"] = frame["mean"] / float(timing["latency_ms"].mean())
     return frame
 
 
@@ -101,7 +107,7 @@ def latency_breakdown_plot(results: Any, ax: Axes | None = None) -> Figure:
         values = np.maximum(table[q].to_numpy(float), floor)
         ax.barh(y + (1 - i) * height, values, height=height, color=color, label=q)
     labels = [
-        f"{LABELS[seg]}\n{_share(share)} of the mean" if np.isfinite(share) else LABELS[seg]
+        f"{LABELS[seg]}\n{_share(share)} of the mean latency" if np.isfinite(share) else LABELS[seg]
         for seg, share in zip(table["segment"], table["share"], strict=True)
     ]
     ax.set_yticks(y, labels, fontsize=8)

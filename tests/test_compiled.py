@@ -5,9 +5,10 @@ Compiled code checks declared types at run time and refuses some dynamic tricks 
 frozen dataclasses, patching methods), so a wrong annotation only fails on the path that reaches
 it. Here the build is made the way ``make compile`` makes it, but in a copy of the package under
 ``build/compiled/`` (never beside the sources, so the tests elsewhere keep running the code as
-written), and checked: it is compiled; every shipped scenario gives bit-identical results in both
-builds; the core, scenario and simulator tests pass against it; and an edited source beside a
-compiled module is refused at import.
+written; the pure side runs from a plain copy, ``build/pure/``), and checked: it is compiled;
+every shipped scenario gives bit-identical results in both builds; the core, scenario and
+simulator tests pass against it; and an edited source beside a compiled module, or compiled
+modules whose shared library is gone, are refused at import.
 
 Without a C compiler or mypy this skips, except under ``LABKIT_REQUIRE_COMPILED=1`` (``.ci/run``
 sets it), where it fails instead.
@@ -20,8 +21,10 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -47,27 +50,50 @@ def _unavailable() -> str | None:
 
 
 def _build_key() -> str:
-    """The compiled modules' sources, the build script and the compiler's version: a change to
-    any of them needs a new build, a change elsewhere only a fresh copy of the sources."""
+    """Every labkit source (compiled code is typed against the interpreted modules it uses),
+    the build script, the compiler's version and the Python it builds for: a change to any of
+    them needs a new build."""
     import mypy.version
 
     h = hashlib.sha256(mypy.version.__version__.encode())
-    for name in (*MODULES, "setup.py", "labkit/_compiled.py"):
-        h.update(name.encode() + b"\0" + (ROOT / name).read_bytes())
+    h.update(f"{sys.version} {sysconfig.get_config_var('EXT_SUFFIX')}".encode())
+    for path in (*sorted((ROOT / "labkit").rglob("*.py")), ROOT / "setup.py"):
+        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
 
 
-def _copy_sources(dest: Path) -> None:
+def _copy_sources(dest: Path, names: tuple[str, ...] = ("labkit", "tests", "scenarios")) -> None:
     """A checkout in miniature: the package, the tests and the scenarios they read, so that
     anything run there (pytest included, which puts its rootdir first on ``sys.path``) imports
-    the compiled copy, not the sources."""
-    for name in ("labkit", "tests", "scenarios"):
+    that copy of the package, whatever the checkout itself holds (even a `make compile`)."""
+    for name in names:
+        shutil.rmtree(dest / name, ignore_errors=True)  # nothing left from an older copy
         shutil.copytree(
             ROOT / name,
             dest / name,
             ignore=shutil.ignore_patterns("__pycache__", "*.so", "_compiled_manifest.json"),
-            dirs_exist_ok=True,
         )
+
+
+def _build(dest: Path) -> None:
+    """``make compile``'s build (setup.py with LABKIT_COMPILE=1), in place in ``dest``; on a
+    timeout the whole process group goes, gcc included."""
+    proc = subprocess.Popen(
+        [sys.executable, "setup.py", "build_ext", "--inplace"],
+        cwd=dest,
+        env={**_env(None), "LABKIT_COMPILE": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=BUILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, output[-6000:]
 
 
 def _env(root: Path | None) -> dict[str, str]:
@@ -91,32 +117,31 @@ def compiled_root() -> Path:
         _copy_sources(dest)
         for name in ("setup.py", "pyproject.toml"):
             shutil.copy2(ROOT / name, dest / name)
-        done = subprocess.run(
-            [sys.executable, "setup.py", "build_ext", "--inplace"],
-            cwd=dest,
-            env={**_env(None), "LABKIT_COMPILE": "1"},
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT_S,
-        )
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        _build(dest)
         (dest / "built").touch()
     else:
-        _copy_sources(dest)  # the interpreted modules as they are now
+        _copy_sources(dest, ("tests", "scenarios"))  # the package is the key's
+    return dest
+
+
+@pytest.fixture(scope="module")
+def pure_root(compiled_root: Path) -> Path:
+    """The same sources without the build, for the other side of the comparison."""
+    dest = BUILD.parent / "pure"
+    _copy_sources(dest)
     return dest
 
 
 def _python(
-    root: Path | None, *args: str, timeout: float = 600, expect_compiled: bool = False
+    root: Path, *args: str, timeout: float = 600, expect_compiled: bool = False
 ) -> subprocess.CompletedProcess:
-    """Run Python in ``root`` (a compiled copy) with it first on the path, or with ``None`` in
-    the checkout as installed (editable: the sources)."""
+    """Run Python in a copy of the checkout (``root``), with it first on the path."""
     env = _env(root)
     if expect_compiled:
         env["LABKIT_EXPECT_COMPILED"] = "1"  # tests/conftest.py refuses a pure import
     return subprocess.run(
         [sys.executable, *args],
-        cwd=root or ROOT,
+        cwd=root,
         env=env,
         capture_output=True,
         text=True,
@@ -136,16 +161,17 @@ def test_the_build_compiles_every_listed_module(compiled_root: Path) -> None:
     assert compiled is True and modules == list(MODULES)
 
 
-def test_every_shipped_scenario_gives_identical_results_compiled(compiled_root: Path) -> None:
+def test_every_shipped_scenario_gives_identical_results_compiled(
+    compiled_root: Path, pure_root: Path
+) -> None:
     script = Path("tests", "fingerprint_outputs.py")
     folder = str(ROOT / "scenarios")  # the same paths: the summaries name their files
-    pure = _python(None, str(ROOT / script), folder)
+    pure = _python(pure_root, str(pure_root / script), folder)
     compiled = _python(compiled_root, str(compiled_root / script), folder)
     assert pure.returncode == 0, pure.stderr[-3000:]
     assert compiled.returncode == 0, compiled.stderr[-3000:]
     a, b = json.loads(pure.stdout), json.loads(compiled.stdout)
-    assert a["compiled"] is False, "the checkout itself is compiled: `make uncompile` first"
-    assert b["compiled"] is True
+    assert a["compiled"] is False and b["compiled"] is True
     assert len(a["scenarios"]) == len(list((ROOT / "scenarios").glob("*.yaml")))
     differ = {
         name: [part for part in parts if parts[part] != b["scenarios"].get(name, {}).get(part)]
@@ -177,3 +203,17 @@ def test_an_edited_source_beside_a_compiled_module_is_refused(
     assert done.returncode != 0
     assert "stale" in done.stderr and "labkit/core/routing.py" in done.stderr
     assert "make compile" in done.stderr
+
+
+def test_compiled_modules_without_their_shared_library_are_refused(
+    compiled_root: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "compiled"
+    shutil.copytree(
+        compiled_root, copy, ignore=shutil.ignore_patterns("build", "tests", "__pycache__")
+    )
+    for library in copy.glob("labkit__mypyc*"):
+        library.unlink()
+    done = _python(copy, "-c", "import labkit")
+    assert done.returncode != 0
+    assert "labkit__mypyc cannot be imported" in done.stderr, done.stderr[-2000:]

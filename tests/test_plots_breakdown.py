@@ -42,6 +42,20 @@ def test_the_table_has_every_segment_in_path_order_and_shares_of_the_mean() -> N
     assert (table["samples"] == 400).all()
 
 
+def test_a_late_send_comes_first_and_shares_are_of_the_mean_latency() -> None:
+    live = _live()
+    live.timing["send_lag_ms"] = 0.5
+    live.timing["latency_ms"] += 0.5
+    table = latency_breakdown(live)
+    assert list(table["segment"]) == ["send_lag", *SEGMENTS]
+    assert table["share"].sum() == pytest.approx(1.0)
+    lag = table.set_index("segment").loc["send_lag"]
+    assert lag["p50"] == pytest.approx(0.5)
+    assert lag["share"] == pytest.approx(0.5 / live.timing["latency_ms"].mean())
+    labels = [t.get_text() for t in draw_plot("latency_breakdown", live).axes[0].get_yticklabels()]
+    assert any(label.startswith("load generator") for label in labels)
+
+
 def test_unstamped_worker_hops_are_left_out_not_zero() -> None:
     table = latency_breakdown(_live(worker_stamps=False)).set_index("segment")
     assert table.loc["to_worker", "samples"] == 0 and np.isnan(table.loc["to_worker", "p50"])

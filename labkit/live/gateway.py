@@ -457,13 +457,13 @@ class LiveGateway:
         p.worker = worker
         p.sent_at = now
         self.policy.local.dispatched(name)
-        if p.traced:
-            p.t_out = time.monotonic()
         frame = p.message.SerializeToString()
         if worker.extra_s > 0:
             asyncio.get_running_loop().call_later(worker.extra_s, worker.out.put_nowait, frame)
         else:
             worker.out.put_nowait(frame)
+        if p.traced:  # handed over (an injected latency spike is counted in the hop after)
+            p.t_out = time.monotonic()
         log.debug("rpc %s from %s -> %s (%s)", gid, p.caller.client_id, name, target.type)
 
     def on_response(self, worker: Client, response: Any, message: Any = None) -> None:

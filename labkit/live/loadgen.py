@@ -95,7 +95,8 @@ class LoadResult:
     lag_s: float  # how far behind schedule the generator fell at worst (its own limit)
     #: per completed request: arrival (s), latency, the worker's own account (ms) of its time
     #: (queue + service) and of the service alone — what calibration separates — then the
-    #: worker's name and the ``labkit.live.trace.ADDED`` segments (ms) of the rest
+    #: worker's name, how late the generator sent it (ms) and the ``labkit.live.trace.ADDED``
+    #: segments (ms) of the rest
     timing: list[tuple[Any, ...]] = field(default_factory=list)
     t0_monotonic: float = 0.0  # the run's time zero on CLOCK_MONOTONIC
 
@@ -226,6 +227,7 @@ class LoadGenerator:
                                 float(md[WORKER_MS_KEY]),
                                 float(md.get(SERVICE_MS_KEY, "nan")),
                                 worker,
+                                (sent.sent_at - t0 - sent.arrival) * 1000,
                                 *(hops[i] for i in ADDED_INDEX),
                             )
                         )

@@ -42,7 +42,7 @@ from labkit.core.faults import FaultInstance, plan_faults, worker_name
 from labkit.errors import LabkitError
 from labkit.live.loadgen import LoadGenerator
 from labkit.live.pb import labkit_pb2, labkit_pb2_grpc
-from labkit.live.trace import ADDED_COLUMNS
+from labkit.live.trace import ADDED_COLUMNS, SEND_LAG_COLUMN
 from labkit.results import Results, build_results
 from labkit.results.frames import events_frame, faults_frame, load_reports_frame
 from labkit.scenario import Scenario
@@ -349,7 +349,10 @@ async def run_load(fleet: Fleet, scenario: Scenario, progress: Any = None) -> Re
     )
     results.timing = pd.DataFrame(
         result.timing,
-        columns=["arrival_s", "latency_ms", "worker_ms", "service_ms", "worker", *ADDED_COLUMNS],
+        columns=[
+            *("arrival_s", "latency_ms", "worker_ms", "service_ms", "worker", SEND_LAG_COLUMN),
+            *ADDED_COLUMNS,
+        ],
     )
     results.load_reports = _load_reports(stats, order, result.t0_monotonic)
     return results

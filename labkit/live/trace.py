@@ -12,7 +12,8 @@ The stamps are ``CLOCK_MONOTONIC`` seconds (``time.monotonic``; ``time.perf_coun
 same clock on Linux), which every process of one machine shares: differences between processes
 are meaningful on loopback, live mode's only setting, and meaningless between machines. AutoGen
 workers do not stamp: the worker's three segments are then missing (NaN), though their sum is
-still the time between the gateway's two stamps around it.
+still the time between the gateway's two stamps around it. (A live run's ``Results.timing`` has
+rows only for requests a labkit worker answered: it needs the worker's own account of its time.)
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ ADDED = tuple(s for s in SEGMENTS if s != "worker")
 ADDED_INDEX = tuple(SEGMENTS.index(s) for s in ADDED)
 #: the live ``Results.timing`` columns that hold them
 ADDED_COLUMNS = tuple(f"{s}_ms" for s in ADDED)
+#: and the one before them all: how late the load generator sent the request against its
+#: schedule (a live run's latency counts from the scheduled arrival, as the simulator's does)
+SEND_LAG_COLUMN = "send_lag_ms"
 
 
 def stamp(metadata: MutableMapping[str, str], key: str, t: float) -> None:
