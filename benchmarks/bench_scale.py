@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import peak_rss_mb
+from benchlib import environment_line, peak_rss_mb, sim_environment
 
 SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "fleet_10k.yaml"
 #: targets from issue 7 (printed next to the figures, never asserted)
@@ -89,21 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     runs = [run_once(args.set) for _ in range(args.repeats)]
-    import simpy
-
-    from labkit._compiled import is_compiled
-
-    env = {
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "simpy": simpy.__version__,
-        "platform": platform.platform(),
-        "labkit_build": "mypyc" if is_compiled() else "pure Python",
-    }
-    print(
-        f"cpu_count={env['cpu_count']}  Python {env['python']}  SimPy {env['simpy']}  "
-        f"labkit {env['labkit_build']}  ({env['platform']})"
-    )
+    env = sim_environment()
+    print(environment_line(env))
     overrides = f" with {' '.join(args.set)}" if args.set else ""
     print(
         f"scenario: {SCENARIO.name}{overrides}; each run in a fresh process; "

@@ -18,8 +18,6 @@ import argparse
 import gc
 import json
 import math
-import os
-import platform
 import random
 import statistics
 import subprocess
@@ -31,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import simpy
-from benchlib import peak_rss_mb
+from benchlib import environment_line, peak_rss_mb, sim_environment
 
 LAM = 720.0  # arrivals per second
 MU = 100.0  # services per second per server (mean 10 ms)
@@ -200,19 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.memory:
             rows[name].update(memory(name, args.requests, args.seed))
 
-    from labkit._compiled import is_compiled
-
-    env = {
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "simpy": simpy.__version__,
-        "platform": platform.platform(),
-        "labkit_build": "mypyc" if is_compiled() else "pure Python",
-    }
-    print(
-        f"cpu_count={env['cpu_count']}  Python {env['python']}  SimPy {env['simpy']}  "
-        f"labkit {env['labkit_build']}  ({env['platform']})"
-    )
+    env = sim_environment()
+    print(environment_line(env))
     print(
         f"load: λ={LAM:g}/s, μ={MU:g}/s, c={C}, ρ={LAM / (C * MU):.2f}; horizon "
         f"{horizon_s(args.requests):.1f} s (warmup {WARMUP_S:g} s); seed {args.seed}; "

@@ -77,3 +77,28 @@ def peak_rss_mb() -> float:
         pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, else KiB
+
+
+def sim_environment() -> dict[str, Any]:
+    """The simulator benchmarks' header: the machine, Python, SimPy, and which labkit build ran
+    (pure Python or the compiled one), so figures from the two builds cannot be mixed up."""
+    import platform
+
+    import simpy
+
+    from labkit._compiled import is_compiled
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "simpy": simpy.__version__,
+        "platform": platform.platform(),
+        "labkit_build": "mypyc" if is_compiled() else "pure Python",
+    }
+
+
+def environment_line(env: dict[str, Any]) -> str:
+    return (
+        f"cpu_count={env['cpu_count']}  Python {env['python']}  SimPy {env['simpy']}  "
+        f"labkit {env['labkit_build']}  ({env['platform']})"
+    )

@@ -190,13 +190,19 @@ def test_core_scenario_and_simulator_tests_pass_compiled(compiled_root: Path) ->
     assert " passed" in done.stdout
 
 
-def test_an_edited_source_beside_a_compiled_module_is_refused(
-    compiled_root: Path, tmp_path: Path
-) -> None:
+def _installed_copy(compiled_root: Path, tmp_path: Path) -> Path:
+    """The compiled package alone, to break on purpose."""
     copy = tmp_path / "compiled"
     shutil.copytree(
         compiled_root, copy, ignore=shutil.ignore_patterns("build", "tests", "__pycache__")
     )
+    return copy
+
+
+def test_an_edited_source_beside_a_compiled_module_is_refused(
+    compiled_root: Path, tmp_path: Path
+) -> None:
+    copy = _installed_copy(compiled_root, tmp_path)
     edited = copy / "labkit" / "core" / "routing.py"
     edited.write_text(edited.read_text() + "\n# an edit after the build\n")
     done = _python(copy, "-c", "import labkit")
@@ -208,10 +214,7 @@ def test_an_edited_source_beside_a_compiled_module_is_refused(
 def test_compiled_modules_without_their_shared_library_are_refused(
     compiled_root: Path, tmp_path: Path
 ) -> None:
-    copy = tmp_path / "compiled"
-    shutil.copytree(
-        compiled_root, copy, ignore=shutil.ignore_patterns("build", "tests", "__pycache__")
-    )
+    copy = _installed_copy(compiled_root, tmp_path)
     for library in copy.glob("labkit__mypyc*"):
         library.unlink()
     done = _python(copy, "-c", "import labkit")
