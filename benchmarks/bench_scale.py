@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import environment_line, peak_rss_mb, sim_environment
+from benchlib import environment_line, peak_rss_mb, sim_environment, write_json
 
 SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "fleet_10k.yaml"
 #: targets from issue 7 (printed next to the figures, never asserted)
@@ -121,9 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.json:
         payload = {"environment": env, "overrides": args.set, "runs": runs}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
+        write_json(payload, str(args.json), indent=2)
     return 0
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import simpy
-from benchlib import environment_line, peak_rss_mb, sim_environment
+from benchlib import environment_line, peak_rss_mb, sim_environment, write_json
 
 LAM = 720.0  # arrivals per second
 MU = 100.0  # services per second per server (mean 10 ms)
@@ -255,9 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_labkit_over_ciw": ratio_ciw,
             "erlang_c_mean_ms": theory,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
+        write_json(payload, str(args.json), indent=2)
     return 0
 
 

@@ -27,9 +27,9 @@ def fmt(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def write_json(payload: dict[str, Any], dest: str) -> None:
-    """One JSON line on stdout (``dest == "-"``) or into the file ``dest``."""
-    line = json.dumps(payload)
+def write_json(payload: dict[str, Any], dest: str, indent: int | None = None) -> None:
+    """JSON on stdout (``dest == "-"``) or into the file ``dest``: one line, or indented."""
+    line = json.dumps(payload, indent=indent)
     if dest == "-":
         print(line)
         return
